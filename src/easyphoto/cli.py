@@ -136,6 +136,16 @@ def similarity(
         typer.echo(f"similarity {score:.3f} (distance {dist:.3f}): {verdict}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo outputs.")] = Path("easyphoto-demo"),
+) -> None:
+    """Run the studio offline on a public-domain photo (no downloads) and write the results."""
+    from .demo import run_demo
+
+    run_demo(out, echo=typer.echo)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``easyphoto`` console script. Returns the exit status.
 

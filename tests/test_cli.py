@@ -1,0 +1,90 @@
+"""The `easyphoto` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "easyphoto", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def astronaut_file(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "astronaut.jpg"
+    Image.fromarray(astronaut).save(path, quality=95)
+    return path
+
+
+def test_help_lists_commands() -> None:
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for cmd in ("faces", "similarity"):
+        assert cmd in res.stdout
+
+
+def test_faces_json_and_bad_file_continues(tmp_path: Path, astronaut_file: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not an image")
+    res = run_cli("faces", "--json", str(bad), str(astronaut_file))
+    assert res.returncode == 2  # some input was bad …
+    data = json.loads(res.stdout)  # … but every file is reported
+    assert [Path(d["file"]).name for d in data] == ["broken.jpg", "astronaut.jpg"]
+    assert "broken.jpg" in data[0]["error"] and "not an image" in data[0]["error"]
+    faces = data[1]["faces"]
+    assert len(faces) == 1 and len(faces[0]["kps"]) == 5 and len(faces[0]["box"]) == 4
+    assert "Traceback" not in res.stderr
+
+
+def test_faces_text_output(astronaut_file: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    res = run_cli("faces", str(astronaut_file), str(empty))
+    assert res.returncode == 2
+    assert "1 face(s) in 512x512" in res.stdout and "kps=" in res.stdout
+    assert res.stderr.strip() == f"error: {empty}: empty file (0 bytes)"
+
+
+def test_similarity_same_person(astronaut_file: Path, tmp_path: Path) -> None:
+    flipped = tmp_path / "flipped.png"
+    Image.open(astronaut_file).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+    res = run_cli("similarity", str(astronaut_file), str(flipped), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["same_person"] is True and 0.5 < out["similarity"] <= 1.0
+    text = run_cli("similarity", str(astronaut_file), str(flipped))
+    assert "same person" in text.stdout
+
+
+def test_similarity_bad_input_one_line(astronaut_file: Path, tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), "white").save(blank)
+    res = run_cli("similarity", str(astronaut_file), str(blank))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {blank}: no face found"
+    missing = run_cli("similarity", str(tmp_path / "missing.jpg"), str(blank))
+    assert missing.returncode == 2 and "missing.jpg: file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    debug = run_cli("--debug", "similarity", str(tmp_path / "missing.jpg"), str(blank))
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_usage_error_exit_code() -> None:
+    res = run_cli("faces")
+    assert res.returncode == 2 and "Missing argument" in res.stderr
