@@ -54,23 +54,44 @@ class FaceConfig:
 class ModelConfig:
     """Which diffusion weights to load and how (device, dtype, memory options).
 
+    ``base_model``: a Hugging Face id, a local diffusers folder, or a single ``.safetensors``/``.ckpt``
+    checkpoint (offline, a single file also needs ``config_dir``: a local diffusers SD1.5 folder whose
+    configs describe it). When ``base_model`` is a local folder with a ``controlnet/`` subfolder (like the
+    one ``easyphoto tiny-model DIR`` writes), every ControlNet left at its default below is taken from
+    ``controlnet/<name>/`` instead.
+    ``controlnet_*``: Hugging Face id, local diffusers folder, or single file (``.safetensors``/``.pth``,
+    local path or ``https://huggingface.co/...`` URL; converted with ``controlnet_canny``'s config).
+    ``controlnet_color`` defaults to EasyPhoto's own colour ControlNet (``control_sd15_random_color``),
+    which has no official hub repository; the URL is the mirror EasyPhoto's installer downloads from.
+    ``scheduler``: ``dpmpp_2m_karras`` (DPM++ 2M Karras, deterministic) or ``dpmpp_2m_sde_karras``
+    (EasyPhoto's sampler; stochastic, still reproducible with a seeded generator).
+    ``device``/``dtype``: ``None`` picks cuda > mps > cpu, float16 on CUDA and float32 elsewhere.
+    ``cpu_offload`` (CUDA): keep each model on the CPU until it runs, ~3 GB of VRAM instead of ~5.
+    ``vae_tiling``: decode large images in tiles. ``attention_slicing``: slower, less memory (MPS).
+    PyTorch's scaled-dot-product attention is always used where available.
+
     Environment overrides: ``EASYPHOTO_BASE_MODEL``, ``EASYPHOTO_VAE``, ``EASYPHOTO_DEVICE``,
     ``EASYPHOTO_DTYPE``, ``EASYPHOTO_CONTROLNET_CANNY`` / ``_OPENPOSE`` / ``_COLOR`` / ``_TILE``,
     ``EASYPHOTO_MODEL_CONFIG_DIR`` (local diffusers config folder for single-file checkpoints
-    offline), ``EASYPHOTO_CPU_OFFLOAD``, ``EASYPHOTO_VAE_TILING``.
+    offline), ``EASYPHOTO_SCHEDULER``, ``EASYPHOTO_CPU_OFFLOAD``, ``EASYPHOTO_VAE_TILING``,
+    ``EASYPHOTO_ATTENTION_SLICING``, ``HF_HUB_OFFLINE`` (never try the hub).
     """
 
     base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     vae: str | None = None
     controlnet_canny: str = "lllyasviel/control_v11p_sd15_canny"
     controlnet_openpose: str = "lllyasviel/control_v11p_sd15_openpose"
-    controlnet_color: str = "lllyasviel/control_v11p_sd15_shuffle"
+    controlnet_color: str = (
+        "https://huggingface.co/ll00292007/easyphoto/blob/main/control_sd15_random_color.pth"
+    )
     controlnet_tile: str = "lllyasviel/control_v11f1e_sd15_tile"
     config_dir: str | None = None
+    scheduler: str = "dpmpp_2m_karras"
     device: str | None = None  # None: cuda > mps > cpu
     dtype: str | None = None  # None: float16 on cuda, float32 elsewhere
     cpu_offload: bool = False
     vae_tiling: bool = False
+    attention_slicing: bool = False
     local_files_only: bool = False
 
 
@@ -87,6 +108,8 @@ _ENV_KEYS: dict[type, dict[str, str]] = {
         "config_dir": "EASYPHOTO_MODEL_CONFIG_DIR",
         "cpu_offload": "EASYPHOTO_CPU_OFFLOAD",
         "vae_tiling": "EASYPHOTO_VAE_TILING",
+        "attention_slicing": "EASYPHOTO_ATTENTION_SLICING",
+        "scheduler": "EASYPHOTO_SCHEDULER",
         "local_files_only": "HF_HUB_OFFLINE",
     },
 }
@@ -128,3 +151,48 @@ __all__ = [
     "env_overrides",
     "field",
 ]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Face-LoRA training settings (EasyPhoto's defaults, DESIGN §4).
+
+    ``max_steps``: optimizer steps; ``None`` means ``min(n_photos × steps_per_photo, max_steps_cap)``
+    (EasyPhoto: 200 per photo, at most 800). One optimizer step = ``batch_size × grad_accum`` images.
+    ``text_encoder_lr_ratio``: the text encoder learns at this fraction of ``learning_rate``.
+    ``validate_every``: save a checkpoint and render validation images every this many steps (and at
+    the end). ``validation_seeds``: one text-to-image validation render per seed, at
+    ``validation_size`` px with ``validation_steps`` inference steps. ``fuse_top_k``: the best this
+    many checkpoints (by face-ID similarity) are fused into the final LoRA; ``fuse_rank``: re-compress
+    the fused LoRA to this rank (``None``: the training rank).
+    ``mixed_precision``: ``None`` = fp16 on CUDA, none on CPU/MPS.
+    """
+
+    resolution: int = 512
+    max_steps: int | None = None
+    steps_per_photo: int = 200
+    max_steps_cap: int = 800
+    batch_size: int = 1
+    grad_accum: int = 4
+    learning_rate: float = 1e-4
+    text_encoder_lr_ratio: float = 0.5
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    rank: int = 128
+    alpha: float = 64.0
+    train_text_encoder: bool = True
+    random_flip: bool = True
+    mixed_precision: str | None = None
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False
+    seed: int = 42
+    validate_every: int = 100
+    validation_seeds: tuple[int, ...] = (1234, 4321)
+    validation_size: int = 512
+    validation_steps: int = 20
+    validation_guidance: float = 7.0
+    validation_prompt: str = TRIGGER_CAPTION + ", upper body, look at viewer, best quality, photo realistic"
+    validation_negative_prompt: str = "lowres, blurry, bad anatomy, deformed face, watermark, text"
+    fuse_top_k: int = 3
+    fuse_rank: int | None = None
+    keep_checkpoints: bool = False

@@ -113,3 +113,34 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def user_lock(user_id: str, home: Path | None = None, what: str = "a job") -> Iterator[Path]:
+    """Hold an exclusive, non-blocking lock on one user while a job changes their model.
+
+    A second holder gets :class:`~easyphoto.errors.UserBusyError` at once. The lock is an OS file lock
+    (``flock``), so it is released when the process dies: a crash never leaves a user locked forever.
+    """
+    import fcntl
+
+    from .errors import UserBusyError
+
+    lock_dir = (home or easyphoto_home()) / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{validate_user_id(user_id)}.lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise UserBusyError(f"user {user_id!r} is busy: {holder} is running for this user") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{what} (pid {os.getpid()})")
+        fh.flush()
+        yield path
+    finally:
+        fh.close()

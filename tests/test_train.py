@@ -1,0 +1,229 @@
+"""Face-LoRA training on the tiny random SD1.5 (CPU, one thread)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from easyphoto import UserBusyError
+from easyphoto.config import TRIGGER_CAPTION, ModelConfig, TrainConfig
+from easyphoto.errors import ConfigError
+from easyphoto.train import LoraTrainer, TrainingInterrupted, load_training_data, train, work_dir
+
+TINY = TrainConfig(
+    resolution=64,
+    max_steps=4,
+    grad_accum=2,
+    rank=4,
+    alpha=2.0,  # alpha ≠ rank: the scale 0.5 must survive export and reload
+    learning_rate=1e-3,
+    validate_every=2,
+    validation_size=64,
+    validation_steps=2,
+    validation_seeds=(1,),
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray, analyzer) -> Path:
+    """Three 64 px crops of the astronaut's head plus her mean embedding, in imagefolder layout."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("dataset")
+    head = astronaut[0:300, 80:380]
+    rows = []
+    for i, shift in enumerate((0, 12, 24)):
+        img = cv2.resize(head[shift:, shift:], (64, 64), interpolation=cv2.INTER_AREA)
+        Image.fromarray(img).save(root / f"{i:02d}.png")
+        rows.append(json.dumps({"file_name": f"{i:02d}.png", "text": TRIGGER_CAPTION}))
+    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    np.save(root / "embedding.npy", analyzer.largest(astronaut).embedding)
+    Image.fromarray(cv2.resize(head, (128, 128))).save(root / "ref.png")
+    return root
+
+
+def _cache(tiny_model_dir: Path):
+    from easyphoto.diffusion.models import ModelCache
+
+    return ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu", dtype="float32")
+
+
+def test_loss_falls_when_overfitting_one_image(tiny_model_dir: Path, dataset: Path) -> None:
+    data = load_training_data(dataset)
+    data.images, data.captions = data.images[:1], data.captions[:1]
+    cfg = TrainConfig(resolution=64, rank=8, alpha=8, grad_accum=1, learning_rate=3e-3, random_flip=False)
+    trainer = LoraTrainer(_cache(tiny_model_dir), data, cfg)
+    torch.manual_seed(0)
+    batch = trainer.sample_batch()
+    noise = torch.randn_like(batch["latents"])
+    timesteps = torch.tensor([500])
+    losses = [trainer.step(batch, noise, timesteps) for _ in range(25)]
+    assert trainer.global_step == 25
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_kohya_file_reproduces_trained_model_in_plain_diffusers(
+    tiny_model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    cache = _cache(tiny_model_dir)
+    trainer = LoraTrainer(cache, load_training_data(dataset), TINY)
+    for _ in range(6):
+        trainer.step()
+    assert trainer.global_step == 3
+    state = trainer.kohya_state()
+    assert any(k.startswith("lora_unet_") for k in state) and any(k.startswith("lora_te_") for k in state)
+    assert all(float(v) == 2.0 for k, v in state.items() if k.endswith(".alpha"))
+    path = tmp_path / "lora.safetensors"
+    save_file(state, str(path))
+
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 8, 8, generator=g)
+    ids = cache.tokenizer(TRIGGER_CAPTION, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    t = torch.tensor([300])
+    with torch.no_grad():
+        trainer.unet.eval()
+        trainer.text_encoder.eval()
+        te_trained = trainer.text_encoder(ids)[0]
+        out_trained = trainer.unet(latents, t, te_trained).sample
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir), safety_checker=None)
+    with torch.no_grad():
+        out_base = pipe.unet(latents, t, pipe.text_encoder(ids)[0]).sample
+    pipe.load_lora_weights(str(path))
+    with torch.no_grad():
+        te_loaded = pipe.text_encoder(ids)[0]
+        out_loaded = pipe.unet(latents, t, te_loaded).sample
+    assert (out_trained - out_base).abs().max() > 1e-3, "training changed nothing"
+    torch.testing.assert_close(te_loaded, te_trained, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_loaded, out_trained, rtol=0, atol=1e-5)
+
+
+def test_train_writes_complete_user_model_and_leaves_base_clean(
+    tiny_model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    cache = _cache(tiny_model_dir)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    cond = torch.randn(1, 77, 32, generator=g)
+    with torch.no_grad():
+        before = cache.unet(x, 10, cond).sample
+    events: list[dict] = []
+    result = train("alice", dataset, TINY, cache=cache, on_event=events.append, home=tmp_path)
+
+    folder = tmp_path / "users" / "alice"
+    assert result.path == folder
+    names = {p.name for p in folder.iterdir()}
+    assert {"lora.safetensors", "meta.json", "ref.png", "face_id.png", "embedding.npy", "train.log"} <= names
+    assert sorted(p.name for p in (folder / "validation").iterdir()) == [
+        "step-00002-seed1.png",
+        "step-00004-seed1.png",
+    ]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["steps"] == 4 and meta["user_id"] == "alice" and meta["trigger"] == TRIGGER_CAPTION
+    assert [v["step"] for v in meta["validations"]] == [2, 4]
+    with safe_open(str(folder / "lora.safetensors"), "pt") as f:
+        md = f.metadata()
+        keys = list(f.keys())
+    assert md["easyphoto_user_id"] == "alice" and md["ss_network_module"] == "networks.lora"
+    assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in keys)
+    assert any(k.startswith("lora_unet_down_blocks_") for k in keys)
+    assert not (tmp_path / "work" / "alice").exists(), "work folder must be cleaned after success"
+
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
+    assert all("loss" in e and "eta_s" in e for e in events if e["type"] == "step")
+    assert [e["step"] for e in events if e["type"] == "validation"] == [2, 4]
+
+    # The shared cache's UNet is the base model again …
+    with torch.no_grad():
+        after = cache.unet(x, 10, cond).sample
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    # … and the user LoRA loads through the cache and changes its output.
+    cache.set_lora(folder / "lora.safetensors", 1.0)
+    with torch.no_grad():
+        with_lora = cache.unet(x, 10, cond).sample
+    assert (with_lora - before).abs().max() > 1e-4
+    cache.unload_lora()
+
+
+def test_interrupted_training_resumes_and_leaves_no_half_model(
+    tiny_model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    cfg = TrainConfig(**{**TINY.__dict__, "max_steps": 6})
+    events: list[dict] = []
+
+    def stop_after_two() -> bool:
+        return any(e["type"] == "step" and e["step"] >= 2 for e in events)
+
+    with pytest.raises(TrainingInterrupted):
+        train(
+            "bob",
+            dataset,
+            cfg,
+            model_config=ModelConfig(base_model=str(tiny_model_dir)),
+            on_event=events.append,
+            should_stop=stop_after_two,
+            home=tmp_path,
+        )
+    assert not (tmp_path / "users" / "bob").exists(), "an interrupted run must not look like a model"
+    state = json.loads((work_dir("bob", tmp_path) / "state.json").read_text())
+    assert state["step"] == 2
+
+    resumed: list[dict] = []
+    result = train(
+        "bob",
+        dataset,
+        cfg,
+        model_config=ModelConfig(base_model=str(tiny_model_dir)),
+        on_event=resumed.append,
+        resume=True,
+        home=tmp_path,
+    )
+    assert resumed[0]["type"] == "start" and resumed[0]["step"] == 2
+    assert [e["step"] for e in resumed if e["type"] == "step"] == [3, 4, 5, 6]
+    assert result.steps == 6 and result.lora_path.is_file()
+    assert [v.step for v in result.validations] == [2, 4, 6]  # the pre-interruption validation is kept
+
+
+def test_resume_without_checkpoint_is_a_clear_error(
+    tiny_model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(
+            "carol",
+            dataset,
+            TINY,
+            model_config=ModelConfig(base_model=str(tiny_model_dir)),
+            resume=True,
+            home=tmp_path,
+        )
+
+
+def test_second_training_of_same_user_is_refused(tiny_model_dir: Path, dataset: Path, tmp_path: Path) -> None:
+    from easyphoto.store import user_lock
+
+    with user_lock("dave", tmp_path, what="training"), pytest.raises(UserBusyError, match="busy"):
+        train("dave", dataset, TINY, model_config=ModelConfig(base_model=str(tiny_model_dir)), home=tmp_path)
+
+
+def test_bad_dataset_and_user_id(tmp_path: Path) -> None:
+    from easyphoto import InvalidUserIdError
+
+    with pytest.raises(ConfigError, match="metadata.jsonl"):
+        load_training_data(tmp_path)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "../../etc/passwd"}\n')
+    with pytest.raises(ConfigError, match="outside the dataset"):
+        load_training_data(tmp_path)
+    with pytest.raises(InvalidUserIdError):
+        train("../evil", tmp_path, TINY, home=tmp_path)
