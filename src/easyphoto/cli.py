@@ -146,6 +146,121 @@ def demo(
     run_demo(out, echo=typer.echo)
 
 
+def _model_config(base_model: str | None, device: str | None, dtype: str | None):
+    from dataclasses import replace
+
+    from .config import ModelConfig, env_overrides
+
+    cfg = env_overrides(ModelConfig())
+    changes = {k: v for k, v in {"base_model": base_model, "device": device, "dtype": dtype}.items() if v}
+    return replace(cfg, **changes) if changes else cfg
+
+
+@app.command()
+def train(
+    user_id: Annotated[str, typer.Option("--user-id", help="Id of the user model to create.")],
+    photos: Annotated[
+        list[Path] | None, typer.Argument(help="Photos of the user (prepared first).", show_default=False)
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="A folder made by `easyphoto prepare` instead of photos.")
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="HF id, diffusers folder or .safetensors file.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps (default: min(200 x photos, 800)).")
+    ] = None,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 128,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank).")] = 64.0,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate (text encoder: half).")] = 1e-4,
+    resolution: Annotated[int, typer.Option(help="Training resolution in pixels.")] = 512,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 4,
+    validate_every: Annotated[int, typer.Option(help="Validate and checkpoint every N steps.")] = 100,
+    validation_steps: Annotated[int, typer.Option(help="Inference steps per validation image.")] = 20,
+    validation_size: Annotated[int, typer.Option(help="Validation image size in pixels.")] = 512,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    no_text_encoder: Annotated[bool, typer.Option("--no-text-encoder", help="Train the UNet only.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Save memory (CUDA).")] = False,
+    use_8bit_adam: Annotated[bool, typer.Option(help="8-bit AdamW (CUDA, bitsandbytes).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float16, bfloat16, float32.")] = None,
+    json_events: Annotated[
+        bool, typer.Option("--json-events", help="Print progress events as JSON lines.")
+    ] = False,
+) -> None:
+    """Train a user's face LoRA (prepares the photos first when photos are given)."""
+    from .config import TrainConfig
+    from .store import validate_user_id
+    from .train import train as run_train
+
+    validate_user_id(user_id)
+    if bool(photos) == bool(dataset) and not resume:
+        raise fail("give either photos or --dataset DIR")
+    if photos:
+        from .config import PrepareConfig, easyphoto_home
+        from .prepare import prepare
+
+        out = easyphoto_home() / "datasets" / user_id
+        prepared = prepare(photos, out, PrepareConfig(resolution=resolution))
+        typer.echo(f"prepared {len(prepared.kept)} photo(s) into {out}", err=True)
+        dataset = Path(prepared.dataset_dir)
+    elif dataset is None:
+        from .train import work_dir
+
+        state = work_dir(user_id) / "state.json"
+        dataset = Path(json.loads(state.read_text())["dataset"]) if state.is_file() else Path(".")
+    cfg = TrainConfig(
+        resolution=resolution,
+        max_steps=max_steps,
+        rank=rank,
+        alpha=alpha,
+        learning_rate=learning_rate,
+        grad_accum=grad_accum,
+        validate_every=validate_every,
+        validation_steps=validation_steps,
+        validation_size=validation_size,
+        seed=seed,
+        train_text_encoder=not no_text_encoder,
+        gradient_checkpointing=gradient_checkpointing,
+        use_8bit_adam=use_8bit_adam,
+    )
+    bar = None
+
+    def on_event(event: dict) -> None:
+        nonlocal bar
+        if json_events:
+            typer.echo(json.dumps(event))
+            return
+        from tqdm import tqdm
+
+        if event["type"] == "start":
+            bar = tqdm(
+                total=event["max_steps"], initial=event["step"], desc=f"training {user_id}", unit="step"
+            )
+        elif event["type"] == "step" and bar is not None:
+            bar.update(event["step"] - bar.n)
+            bar.set_postfix(loss=f"{event['loss']:.4f}")
+        elif event["type"] == "validation" and bar is not None:
+            bar.write(f"step {event['step']}: validation face-ID scores {event['scores']}")
+        elif event["type"] == "done" and bar is not None:
+            bar.close()
+
+    result = run_train(
+        user_id,
+        dataset,
+        cfg,
+        model_config=_model_config(base_model, device, dtype),
+        on_event=on_event,
+        resume=resume,
+    )
+    typer.echo(
+        f"user model {user_id!r} written to {result.path} (steps {result.steps}, fused checkpoints "
+        f"{result.fused_steps}, best face-ID score {result.best_score:.3f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``easyphoto`` console script. Returns the exit status.
 
