@@ -196,3 +196,122 @@ class TrainConfig:
     fuse_top_k: int = 3
     fuse_rank: int | None = None
     keep_checkpoints: bool = False
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Training-photo preparation (:func:`easyphoto.prepare`). Defaults follow DESIGN.md §4.
+
+    Selection:
+        ``min_face_size``: faces smaller than this (``Face.size``, the mean box side, in pixels of the
+        original photo) are rejected — EasyPhoto's 128 px; a 512 px crop at ratio 3 then upsamples at
+        most 1.33×.
+        ``ambiguous_ratio``: when the second-largest face is at least this fraction of the largest
+        (by ``Face.size``), the photo is ambiguous (whose photo is it?) and skipped.
+        ``max_cut_off``: largest fraction of the face (landmarks, brows to chin) allowed outside the
+        photo; a face cut off more than that is rejected.
+        ``blur_threshold``: variance of the Laplacian of the face box resized to 128×128 grey. Measured
+        here: sharp photos 180–1300 at any resolution (a soft video frame: 60), the same photos
+        blurred with σ = 1.5 / 2 / 3 px at that scale: 11–49 / 6–34 / 4–21. Below 30 is "too blurry".
+        ``duplicate_correlation`` / ``duplicate_distance``: two photos are near-duplicates when their
+        faces, aligned by 5 points to 64×64 grey, correlate at least this much *and* their descriptors
+        are closer than this distance. Measured: one photo at other sizes or crops 0.91–1.0 (distance
+        ≤ 0.14); different photos of the same person ≤ 0.63.
+        ``identity_threshold``: a photo whose descriptor is farther than this from the set's robust
+        centre (trimmed mean around the medoid) is "a different person". Measured: same-person photos
+        0.15–0.30 from the centre, another person 0.76+; dlib's pairwise threshold is 0.6.
+        ``max_photos``: keep the ``max_photos`` most similar to the mean embedding (EasyPhoto: 15).
+        ``min_photos``: fewer usable photos raise :class:`~easyphoto.errors.NotEnoughPhotosError`
+        (5–20 recommended).
+
+    Processing of kept photos:
+        ``crop_ratio`` (3: face box grown by one face size each side), ``resolution`` (512, square),
+        ``level_eyes`` (rotate about the face so the eyes are level), ``remove_background`` (head mask,
+        background painted white), ``grabcut`` (refine the landmark mask by GrabCut on a ≤ 200 px copy;
+        off = landmark-only head shape), ``retouch`` / ``retouch_strength`` (skin smoothing, 0..1).
+    """
+
+    resolution: int = 512
+    crop_ratio: float = 3.0
+    max_photos: int = 15
+    min_photos: int = 3
+    min_face_size: float = 128.0
+    ambiguous_ratio: float = 0.8
+    max_cut_off: float = 0.05
+    blur_threshold: float = 30.0
+    duplicate_correlation: float = 0.8
+    duplicate_distance: float = 0.3
+    identity_threshold: float = 0.5
+    level_eyes: bool = True
+    remove_background: bool = True
+    grabcut: bool = True
+    retouch: bool = False
+    retouch_strength: float = 0.5
+    caption: str = TRIGGER_CAPTION
+
+
+__all__ += ["PrepareConfig"]
+
+
+#: EasyPhoto's positive prompt additions and negative prompt for portraits.
+PORTRAIT_PROMPT = (
+    TRIGGER_CAPTION + ", upper body, look at viewer, best quality, realistic, photo-realistic, "
+    "detailed skin, natural lighting"
+)
+PORTRAIT_NEGATIVE_PROMPT = (
+    "lowres, blurry, bad anatomy, deformed face, asymmetric eyes, extra teeth, watermark, text, "
+    "cartoon, painting, illustration, worst quality, low quality"
+)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Every switch and number of the two-pass portrait pipeline (EasyPhoto's defaults, DESIGN §4).
+
+    Template crops: ``crop_ratio`` face sizes around each face, short side ``short_side`` px.
+    Fusion: the user's face is blended in at ``before_fusion_ratio`` before the first pass and
+    ``after_fusion_ratio`` before the second. First pass: ControlNet inpainting with
+    ``first_controlnets`` (canny on the fused crop, openpose from the "replaced" face, colour mosaic of
+    the fused crop) at their weights, ``first_steps`` × ``first_denoise``, CFG ``guidance_scale``; the
+    user's LoRA at ``lora_weight``. Second pass: ``second_scale`` × resolution, canny + tile,
+    ``second_steps`` × ``second_denoise`` inside a ring of ``ring_width`` × face width along the face
+    edge plus eyes and mouth. ``color_shift_*``: Reinhard LAB transfer toward the template face after
+    each pass. Paste-back: mask grown by ``paste_grow`` and feathered over ``paste_feather`` × face size.
+    ``seed``: ``None`` or negative = random (recorded in the output).
+    ``single_user_face``: with one user id and several faces, ``"largest"`` face only, or ``"first"``
+    (left-most).
+    """
+
+    lora_weight: float = 0.9
+    crop_ratio: float = 3.0
+    short_side: int = 512
+    apply_fusion_before: bool = True
+    before_fusion_ratio: float = 0.5
+    apply_fusion_after: bool = True
+    after_fusion_ratio: float = 0.5
+    first_controlnets: tuple[str, ...] = ("canny", "openpose", "color")
+    canny_low: int = 100
+    canny_high: int = 200
+    canny_weight: float = 0.5
+    openpose_weight: float = 0.5
+    color_weight: float = 0.85
+    color_cell: int = 32
+    first_steps: int = 50
+    first_denoise: float = 0.45
+    guidance_scale: float = 7.0
+    mask_grow: float = 0.05
+    second_controlnets: tuple[str, ...] = ("canny", "tile")
+    second_steps: int = 20
+    second_denoise: float = 0.35
+    second_scale: float = 1.5
+    second_canny_weight: float = 1.0
+    tile_weight: float = 1.0
+    ring_width: float = 0.06
+    color_shift_middle: bool = True
+    color_shift_last: bool = True
+    paste_grow: float = 0.04
+    paste_feather: float = 0.08
+    prompt: str = PORTRAIT_PROMPT
+    negative_prompt: str = PORTRAIT_NEGATIVE_PROMPT
+    seed: int | None = None
+    single_user_face: str = "largest"

@@ -167,6 +167,8 @@ class LoraTrainer:
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
 
+        if hasattr(cache, "unload_lora"):
+            cache.unload_lora()  # train on the base model, not on a user LoRA left from generation
         self.unet = cache.unet
         self.text_encoder = cache.text_encoder
         self.vae = cache.vae
