@@ -288,6 +288,8 @@ class PortraitGenerator:
         from .diffusion.models import check_control_inputs
 
         check_control_inputs(names, controls, scales)
+        # diffusers runs int(steps × strength) steps: make sure that is at least one.
+        steps = max(int(steps), math.ceil(1.0 / max(strength, 1e-3)))
         pipe = self.cache.inpaint_controlnet(names)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         h, w = image.shape[:2]
