@@ -199,11 +199,13 @@ def train(
     if bool(photos) == bool(dataset) and not resume:
         raise fail("give either photos or --dataset DIR")
     if photos:
-        from .config import PrepareConfig, easyphoto_home
+        from .config import PrepareConfig
         from .prepare import prepare
 
-        out = easyphoto_home() / "datasets" / user_id
-        prepared = prepare(photos, out, PrepareConfig(resolution=resolution))
+        from .store import dataset_dir
+
+        out = dataset_dir(user_id)
+        prepared = prepare(photos, out, PrepareConfig(resolution=resolution), user_id=user_id)
         typer.echo(f"prepared {len(prepared.kept)} photo(s) into {out}", err=True)
         dataset = Path(prepared.dataset_dir)
     elif dataset is None:
@@ -347,6 +349,29 @@ def generate(
         typer.echo(json.dumps(results, indent=2))
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+from .diffusion.cli_commands import tiny_model_command  # noqa: E402  (light: no torch at import)
+from .prepare_cli import prepare_command  # noqa: E402
+from .serve_cli import serve_command, webui_command  # noqa: E402
+from .swap_cli import swap_command  # noqa: E402
+
+app.command("prepare")(prepare_command)
+app.command("swap")(swap_command)
+app.command("serve")(serve_command)
+app.command("webui")(webui_command)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create.", show_default=False)],
+    full_size: Annotated[
+        bool, typer.Option("--full-size", help="SD1.5's real architecture with random weights (~10 GB).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+) -> None:
+    """Build a random SD1.5 folder with 4 ControlNets, offline (tests and smoke runs: --base-model DIR)."""
+    tiny_model_command(out_dir, full_size, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,12 @@ def user_dir(user_id: str, home: Path | None = None) -> Path:
     return users_dir(home) / validate_user_id(user_id)
 
 
+def dataset_dir(user_id: str, home: Path | None = None) -> Path:
+    """Default folder of a user's prepared training set (kept apart from the user model, which is
+    replaced as a whole when training finishes)."""
+    return (home or easyphoto_home()) / "datasets" / validate_user_id(user_id)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.

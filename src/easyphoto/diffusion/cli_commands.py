@@ -1,0 +1,44 @@
+"""Plain functions behind diffusion CLI subcommands (the typer wiring lives in ``easyphoto.cli``)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+
+def folder_size(path: Path) -> int:
+    """Total size in bytes of the files under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def tiny_model_command(out_dir: Path, full_size: bool, seed: int) -> None:
+    """``easyphoto tiny-model DIR [--full-size] [--seed N]``: build a random SD1.5 folder with ControlNets.
+
+    Prints where it went and how to use it. Refuses a non-empty ``DIR`` that is not already a model
+    folder, so it never mixes files into unrelated data.
+    """
+    from easyphoto.diffusion.tiny import build_tiny_model
+    from easyphoto.errors import ConfigError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model_index.json").is_file():
+        raise ConfigError(f"{out_dir} exists and is not empty: choose a new folder for the model")
+    if full_size:
+        free = shutil.disk_usage(out_dir.parent if not out_dir.exists() else out_dir).free
+        if free < 12 * 1024**3:
+            raise ConfigError(
+                f"--full-size needs about 11 GB free on disk, only {free / 1024**3:.1f} GB left"
+            )
+    start = time.perf_counter()
+    build_tiny_model(out_dir, seed=seed, full_size=full_size)
+    kind = "full-size" if full_size else "tiny"
+    size = folder_size(out_dir) / 1024**2
+    print(
+        f"built a {kind} random SD1.5 model with 4 ControlNets in {out_dir} ({size:.0f} MB, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
+    print(f"use it with: --base-model {out_dir}   (or EASYPHOTO_BASE_MODEL={out_dir})")
+
+
+__all__ = ["folder_size", "tiny_model_command"]

@@ -1,0 +1,583 @@
+"""Load SD1.5, its VAE, ControlNets and user LoRAs once; build the pipelines EasyPhoto needs from them.
+
+:class:`ModelCache` is an explicit object (no module-level state): create one per process or per
+worker, pass it to the stages, call :meth:`ModelCache.release` when done. Every weight load is counted
+in :attr:`ModelCache.load_count`, so tests can prove a pipeline was built without reading weights again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from easyphoto.config import ModelConfig, env_overrides
+from easyphoto.errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffusers import (
+        ControlNetModel,
+        StableDiffusionControlNetInpaintPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionPipeline,
+    )
+
+log = logging.getLogger(__name__)
+
+#: ControlNets EasyPhoto knows, by the name stages use, mapped to their :class:`ModelConfig` field.
+CONTROLNET_FIELDS: dict[str, str] = {
+    "canny": "controlnet_canny",
+    "openpose": "controlnet_openpose",
+    "color": "controlnet_color",
+    "tile": "controlnet_tile",
+}
+
+#: Inference schedulers :func:`make_scheduler` builds (DESIGN §4: EasyPhoto samples with DPM++ 2M Karras).
+SCHEDULERS: tuple[str, ...] = ("dpmpp_2m_karras", "dpmpp_2m_sde_karras")
+
+#: Adapter name the user LoRA gets inside the UNet / text encoder.
+LORA_ADAPTER = "easyphoto_user"
+
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
+_DTYPES = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def pick_device_dtype(
+    device: str | None = None, dtype: str | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """Choose the torch device and dtype: explicit values win, else CUDA > MPS > CPU.
+
+    Defaults: float16 on CUDA (SD1.5 is trained to run in half precision there, half the VRAM), float32 on
+    MPS and CPU (float16 on CPU is slow and on MPS can give black images). Raises
+    :class:`~easyphoto.errors.ConfigError` for an unknown dtype or a device torch cannot use.
+    """
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            dev = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            dev = torch.device("mps")
+        else:
+            dev = torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"device {device!r} is not a torch device (use cpu, cuda, cuda:1, mps)"
+            ) from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__})"
+            )
+        if dev.type == "mps" and not (
+            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        ):
+            raise ConfigError(f"device {device!r} requested but Apple MPS is not available")
+    if dtype is None or dtype == "auto":
+        dt = torch.float16 if dev.type == "cuda" else torch.float32
+    else:
+        key = str(dtype).lower().removeprefix("torch.")
+        if key not in _DTYPES:
+            raise ConfigError(f"dtype {dtype!r} is not supported (use float16, bfloat16 or float32)")
+        dt = _DTYPES[key]
+    return dev, dt
+
+
+def make_scheduler(scheduler_config: dict[str, Any], kind: str = "dpmpp_2m_karras"):
+    """A fresh inference scheduler built from a model's ``scheduler/`` config.
+
+    ``dpmpp_2m_karras``: DPM++ 2M with Karras sigmas, deterministic given the initial noise (good quality
+    in 20–50 steps). ``dpmpp_2m_sde_karras``: EasyPhoto's sampler, adds seeded noise at every step.
+    Schedulers hold per-run state, so each pipeline gets its own.
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    if kind not in SCHEDULERS:
+        raise ConfigError(f"scheduler {kind!r} is unknown; choose one of {', '.join(SCHEDULERS)}")
+    algorithm = "sde-dpmsolver++" if kind == "dpmpp_2m_sde_karras" else "dpmsolver++"
+    return DPMSolverMultistepScheduler.from_config(
+        scheduler_config, algorithm_type=algorithm, solver_order=2, use_karras_sigmas=True
+    )
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    with contextlib.suppress(ImportError):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        errors.append(EntryNotFoundError)
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        errors.append(httpx.HTTPError)
+    with contextlib.suppress(ImportError):
+        import requests
+
+        errors.append(requests.RequestException)
+    return tuple(errors)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("https://", "http://"))
+
+
+def _looks_like_path(source: str) -> bool:
+    return (
+        source.startswith(("/", "./", "../", "~", "\\"))
+        or source.lower().endswith(_SINGLE_FILE_SUFFIXES)
+        or source.count("/") > 1
+        or (len(source) > 1 and source[1] == ":")
+    )
+
+
+@contextlib.contextmanager
+def _explain_missing(what: str, source: str, hint: str) -> Iterator[None]:
+    """Turn hub / file errors into one :class:`ModelNotFoundError` naming ``what`` and how to provide it."""
+    try:
+        yield
+    except ModelNotFoundError:
+        raise
+    except _hub_errors() as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+        if Path(source).expanduser().exists():
+            msg = f"{what} {source!r} could not be loaded: {reason}. {hint[0].upper()}{hint[1:]}."
+        else:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+            where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub is unreachable"
+            msg = f"{what} {source!r} not found locally and {where} (or the id is wrong): {hint}. [{reason}]"
+        raise ModelNotFoundError(msg) from None
+
+
+class ModelCache:
+    """Loaded SD1.5 components, ControlNets and the current user LoRA; builds pipelines that share them.
+
+    ``config``: which weights and options (default: :class:`ModelConfig` with ``EASYPHOTO_*`` environment
+    overrides). ``device``/``dtype`` override the config's. Nothing is read from disk until a component is
+    needed; each component is loaded once and every pipeline this cache builds holds the same modules.
+    Not thread-safe: one request at a time per cache (the LoRA is set on the shared UNet).
+
+    Example::
+
+        cache = ModelCache(ModelConfig(base_model="runs/tiny"))
+        pipe = cache.inpaint_controlnet(["canny", "openpose", "color"])
+        cache.set_lora("users/alice/lora.safetensors", 0.9)
+    """
+
+    def __init__(
+        self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
+    ) -> None:
+        self.config = config if config is not None else env_overrides(ModelConfig())
+        self.device, self.dtype = pick_device_dtype(
+            device if device is not None else self.config.device,
+            dtype if dtype is not None else self.config.dtype,
+        )
+        if self.config.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler {self.config.scheduler!r} is unknown; choose one of {SCHEDULERS}")
+        #: How many times each component was read from disk ("unet", "vae", "controlnet:canny", "lora", …).
+        self.load_count: Counter[str] = Counter()
+        self._base: dict[str, Any] | None = None
+        self._scheduler_config: dict[str, Any] | None = None
+        self._noise_scheduler = None
+        self._controlnets: dict[str, ControlNetModel] = {}
+        self._lora_host: StableDiffusionPipeline | None = None
+        self._lora_key: tuple[str, float] | None = None
+        self.lora_weight: float | None = None
+
+    # ------------------------------------------------------------------ sources
+    @property
+    def loads(self) -> int:
+        """Total number of weight loads so far (all components)."""
+        return sum(self.load_count.values())
+
+    def _lfo(self) -> bool:
+        return bool(self.config.local_files_only)
+
+    def controlnet_source(self, name: str) -> str:
+        """Where ControlNet ``name`` comes from: the configured value, or ``<base>/controlnet/<name>``.
+
+        A local base folder's ``controlnet/<name>/`` wins over the *default* id only; a value set in the
+        config or environment always wins.
+        """
+        if name not in CONTROLNET_FIELDS:
+            raise ConfigError(f"unknown ControlNet {name!r}; known: {', '.join(CONTROLNET_FIELDS)}")
+        field_name = CONTROLNET_FIELDS[name]
+        value = getattr(self.config, field_name)
+        default = next(f.default for f in fields(ModelConfig) if f.name == field_name)
+        local = Path(self.config.base_model).expanduser() / "controlnet" / name
+        if value == default and local.is_dir():
+            return str(local)
+        return value
+
+    # ------------------------------------------------------------------ base components
+    def _ensure_base(self) -> dict[str, Any]:
+        if self._base is None:
+            self._base = self._load_base()
+        return self._base
+
+    def _load_base(self) -> dict[str, Any]:
+        from diffusers import AutoencoderKL
+
+        src = self.config.base_model
+        path = Path(src).expanduser()
+        hint_src = (
+            f"download it with `huggingface-cli download {src}` (then set HF_HUB_OFFLINE=0 or use the local "
+            "folder) or pass a local diffusers folder / .safetensors file with --base-model "
+            "(EASYPHOTO_BASE_MODEL)"
+        )
+        if path.is_file() or (_is_url(src) and src.lower().endswith(_SINGLE_FILE_SUFFIXES)):
+            parts = self._load_single_file(src)
+        elif path.is_dir():
+            if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
+                raise ModelNotFoundError(
+                    f"base model folder {str(path)!r} is not a diffusers folder (no model_index.json or "
+                    "unet/): pass a diffusers SD1.5 folder, a .safetensors checkpoint, or a Hugging Face id"
+                )
+            parts = self._load_pretrained(str(path), hint_src)
+        elif _looks_like_path(src):
+            raise ModelNotFoundError(
+                f"base model {src!r} does not exist: pass an existing diffusers folder or .safetensors file, "
+                "or a Hugging Face id such as stable-diffusion-v1-5/stable-diffusion-v1-5 (--base-model, "
+                "EASYPHOTO_BASE_MODEL)"
+            )
+        else:
+            parts = self._load_pretrained(src, hint_src)
+
+        if self.config.vae:
+            vae_src = self.config.vae
+            vpath = Path(vae_src).expanduser()
+            hint = "pass a local VAE folder or .safetensors file, or a valid id, with EASYPHOTO_VAE"
+            with _explain_missing("VAE", vae_src, hint):
+                if vpath.is_file():
+                    cfg_src = self.config.config_dir or (src if path.is_dir() else None)
+                    parts["vae"] = AutoencoderKL.from_single_file(
+                        str(vpath),
+                        config=cfg_src,
+                        subfolder="vae" if cfg_src else None,
+                        torch_dtype=self.dtype,
+                        local_files_only=self._lfo() or cfg_src is not None,
+                    )
+                elif vpath.is_dir():
+                    sub = "vae" if (vpath / "vae" / "config.json").is_file() else None
+                    parts["vae"] = AutoencoderKL.from_pretrained(
+                        str(vpath), subfolder=sub, torch_dtype=self.dtype
+                    )
+                elif _looks_like_path(vae_src):
+                    raise ModelNotFoundError(f"VAE {vae_src!r} does not exist: {hint}")
+                else:
+                    parts["vae"] = AutoencoderKL.from_pretrained(
+                        vae_src, torch_dtype=self.dtype, local_files_only=self._lfo()
+                    )
+            self.load_count["vae"] += 1
+
+        for name in ("unet", "vae", "text_encoder"):
+            module = parts[name]
+            module.requires_grad_(False)
+            module.eval()
+            if not self.config.cpu_offload and module.device != self.device:
+                module.to(self.device)
+        if self.config.vae_tiling:
+            parts["vae"].enable_tiling()
+        return parts
+
+    def _load_pretrained(self, src: str, hint: str) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        kw = {"local_files_only": self._lfo()}
+        with _explain_missing("base model", src, hint):
+            self._scheduler_config = dict(
+                DPMSolverMultistepScheduler.load_config(src, subfolder="scheduler", **kw)
+            )
+            tokenizer = CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **kw)
+            self.load_count["tokenizer"] += 1
+            text_encoder = CLIPTextModel.from_pretrained(
+                src, subfolder="text_encoder", dtype=self.dtype, **kw
+            )
+            self.load_count["text_encoder"] += 1
+            unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=self.dtype, **kw)
+            self.load_count["unet"] += 1
+            vae = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=self.dtype, **kw)
+            self.load_count["vae"] += 1
+        return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
+
+    def _load_single_file(self, src: str) -> dict[str, Any]:
+        from diffusers import StableDiffusionPipeline
+
+        cfg_dir = self.config.config_dir
+        if cfg_dir is not None and not Path(cfg_dir).expanduser().is_dir() and _looks_like_path(cfg_dir):
+            raise ModelNotFoundError(
+                f"model config folder {cfg_dir!r} (EASYPHOTO_MODEL_CONFIG_DIR) does not exist"
+            )
+        hint = (
+            "a single-file checkpoint needs SD1.5's diffusers configs: pass a local diffusers SD1.5 folder "
+            "with --model-config-dir (EASYPHOTO_MODEL_CONFIG_DIR), e.g. one made by "
+            "`huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --exclude '*.safetensors' "
+            "'*.bin' '*.ckpt'` or `easyphoto tiny-model`, or go online once"
+        )
+        with _explain_missing("configs for single-file checkpoint", src, hint):
+            pipe = StableDiffusionPipeline.from_single_file(
+                src,
+                config=str(Path(cfg_dir).expanduser()) if cfg_dir else None,
+                torch_dtype=self.dtype,
+                local_files_only=self._lfo() or cfg_dir is not None,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+        for name in ("unet", "vae", "text_encoder", "tokenizer"):
+            self.load_count[name] += 1
+        self._scheduler_config = dict(pipe.scheduler.config)
+        parts = {k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder", "tokenizer")}
+        del pipe
+        return parts
+
+    @property
+    def unet(self):
+        """The shared ``UNet2DConditionModel`` (loaded on first use)."""
+        return self._ensure_base()["unet"]
+
+    @property
+    def vae(self):
+        """The shared ``AutoencoderKL`` (the override from ``config.vae`` when set)."""
+        return self._ensure_base()["vae"]
+
+    @property
+    def text_encoder(self):
+        """The shared ``CLIPTextModel``."""
+        return self._ensure_base()["text_encoder"]
+
+    @property
+    def tokenizer(self):
+        """The shared ``CLIPTokenizer``."""
+        return self._ensure_base()["tokenizer"]
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """The base model's ``scheduler/`` config (beta schedule, prediction type, …)."""
+        self._ensure_base()
+        assert self._scheduler_config is not None
+        return dict(self._scheduler_config)
+
+    @property
+    def noise_scheduler(self):
+        """A ``DDPMScheduler`` with the base model's training schedule (for adding noise in training)."""
+        if self._noise_scheduler is None:
+            from diffusers import DDPMScheduler
+
+            self._noise_scheduler = DDPMScheduler.from_config(self.scheduler_config)
+        return self._noise_scheduler
+
+    def new_scheduler(self, kind: str | None = None):
+        """A fresh inference scheduler (``config.scheduler`` unless ``kind`` is given)."""
+        return make_scheduler(self.scheduler_config, kind or self.config.scheduler)
+
+    # ------------------------------------------------------------------ ControlNets
+    def controlnet(self, name: str) -> ControlNetModel:
+        """The ControlNet ``name`` (canny, openpose, color, tile), loaded on first use."""
+        if name in self._controlnets:
+            return self._controlnets[name]
+        from diffusers import ControlNetModel
+
+        src = self.controlnet_source(name)
+        path = Path(src).expanduser()
+        env = "EASYPHOTO_" + CONTROLNET_FIELDS[name].upper()
+        hint = (
+            f"download it with `huggingface-cli download {src}` or pass a local folder or file with {env}"
+            if not _is_url(src)
+            else f"download the file and pass its local path with {env}"
+        )
+        with _explain_missing(f"ControlNet {name!r}", src, hint):
+            if path.is_dir():
+                net = ControlNetModel.from_pretrained(str(path), torch_dtype=self.dtype)
+            elif path.is_file() or _is_url(src):
+                net = self._controlnet_single_file(name, src)
+            elif _looks_like_path(src):
+                raise ModelNotFoundError(f"ControlNet {name!r}: {src!r} does not exist; {hint}")
+            else:
+                net = ControlNetModel.from_pretrained(
+                    src, torch_dtype=self.dtype, local_files_only=self._lfo()
+                )
+        self.load_count[f"controlnet:{name}"] += 1
+        net.requires_grad_(False)
+        net.eval()
+        if not self.config.cpu_offload and net.device != self.device:
+            net.to(self.device)
+        self._controlnets[name] = net
+        return net
+
+    def _controlnet_single_file(self, name: str, src: str) -> ControlNetModel:
+        """An original-format (A1111 / ControlNet 1.x) file, converted with another net's diffusers config."""
+        from diffusers import ControlNetModel
+
+        ref = self.controlnet_source("canny") if name != "canny" else None
+        if ref is not None and (Path(ref).is_file() or _is_url(ref)):
+            ref = None
+        return ControlNetModel.from_single_file(
+            src,
+            config=ref,
+            torch_dtype=self.dtype,
+            local_files_only=self._lfo() or (ref is not None and Path(ref).is_dir()),
+        )
+
+    # ------------------------------------------------------------------ pipelines
+    def _parts(self) -> dict[str, Any]:
+        base = self._ensure_base()
+        return {
+            "vae": base["vae"],
+            "text_encoder": base["text_encoder"],
+            "tokenizer": base["tokenizer"],
+            "unet": base["unet"],
+            "scheduler": self.new_scheduler(),
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+        }
+
+    def _finish(self, pipe):
+        pipe.set_progress_bar_config(disable=True)
+        if self.config.attention_slicing:
+            pipe.enable_attention_slicing()
+        if self.config.cpu_offload:
+            if self.device.type != "cuda":
+                raise ConfigError("cpu_offload needs a CUDA device (EASYPHOTO_CPU_OFFLOAD=0 on CPU/MPS)")
+            pipe.enable_model_cpu_offload(device=self.device)
+        return pipe
+
+    def txt2img(self) -> StableDiffusionPipeline:
+        """A text-to-image pipeline on the shared components (with a fresh scheduler)."""
+        from diffusers import StableDiffusionPipeline
+
+        return self._finish(StableDiffusionPipeline(**self._parts()))
+
+    def img2img(self) -> StableDiffusionImg2ImgPipeline:
+        """An image-to-image pipeline on the shared components."""
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        return self._finish(StableDiffusionImg2ImgPipeline(**self._parts()))
+
+    def inpaint_controlnet(self, names: Sequence[str]) -> StableDiffusionControlNetInpaintPipeline:
+        """An inpainting pipeline guided by the ControlNets ``names`` (in this order).
+
+        One name gives a single ``ControlNetModel``; several give a ``MultiControlNetModel``, whose
+        ``image`` and ``controlnet_conditioning_scale`` arguments must be lists of the same length (check
+        with :func:`check_control_inputs`: diffusers silently drops nets when a list is too short).
+        """
+        from diffusers import StableDiffusionControlNetInpaintPipeline
+        from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+        names = list(names)
+        if not names:
+            raise ConfigError("inpaint_controlnet needs at least one ControlNet name")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"ControlNet names repeat: {names}")
+        nets = [self.controlnet(n) for n in names]
+        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+        return self._finish(StableDiffusionControlNetInpaintPipeline(**self._parts(), controlnet=controlnet))
+
+    # ------------------------------------------------------------------ LoRA
+    def _host(self) -> StableDiffusionPipeline:
+        if self._lora_host is None:
+            from diffusers import StableDiffusionPipeline
+
+            self._lora_host = StableDiffusionPipeline(**self._parts())
+        return self._lora_host
+
+    def set_lora(self, path: str | Path | None, weight: float = 0.9) -> None:
+        """Apply a user LoRA (kohya/A1111 or diffusers ``.safetensors``) at ``weight`` to every pipeline.
+
+        The file is read once and kept as a separate adapter (the base weights are never changed), so a new
+        weight costs nothing and :meth:`unload_lora` restores the base model exactly. ``path=None`` unloads.
+        Loading a different file replaces the current LoRA. EasyPhoto's default weight is 0.9.
+        """
+        if path is None:
+            self.unload_lora()
+            return
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ModelNotFoundError(f"LoRA file {str(p)!r} does not exist (train the user first)")
+        key = (str(p.resolve()), p.stat().st_mtime)
+        host = self._host()
+        if self._lora_key != key:
+            self.unload_lora()
+            try:
+                host.load_lora_weights(str(p), adapter_name=LORA_ADAPTER)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                self.unload_lora(force=True)
+                raise ModelNotFoundError(f"{p}: not a LoRA for this SD1.5 model ({exc})") from exc
+            self.load_count["lora"] += 1
+            self._lora_key = key
+        host.set_adapters([LORA_ADAPTER], adapter_weights=[float(weight)])
+        self.lora_weight = float(weight)
+
+    def unload_lora(self, force: bool = False) -> None:
+        """Remove the user LoRA; the UNet and text encoder are the base modules again (bit-identical)."""
+        if (self._lora_key is None and not force) or self._base is None:
+            return
+        self._host().unload_lora_weights()
+        self._lora_key = None
+        self.lora_weight = None
+
+    @property
+    def lora_path(self) -> str | None:
+        """Path of the LoRA currently applied, or ``None``."""
+        return self._lora_key[0] if self._lora_key else None
+
+    # ------------------------------------------------------------------ memory
+    def release(self) -> None:
+        """Drop every loaded component and free GPU memory; the next use loads them again."""
+        self._lora_host = None
+        self._lora_key = None
+        self.lora_weight = None
+        self._controlnets.clear()
+        self._base = None
+        self._noise_scheduler = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        elif self.device.type == "mps":
+            with contextlib.suppress(AttributeError, RuntimeError):
+                torch.mps.empty_cache()
+
+    def __repr__(self) -> str:
+        loaded = "loaded" if self._base is not None else "not loaded"
+        return (
+            f"ModelCache(base={self.config.base_model!r}, device={self.device}, dtype={self.dtype}, "
+            f"{loaded}, controlnets={sorted(self._controlnets)}, lora={self.lora_path!r})"
+        )
+
+
+def check_control_inputs(names: Sequence[str], images: Sequence[Any], scales: Sequence[float]) -> None:
+    """Raise :class:`ConfigError` unless there is exactly one control image and one scale per ControlNet."""
+    if not (len(names) == len(images) == len(scales)):
+        raise ConfigError(
+            f"{len(names)} ControlNets ({', '.join(names)}) need as many control images and scales; "
+            f"got {len(images)} images and {len(scales)} scales"
+        )
+
+
+__all__ = [
+    "CONTROLNET_FIELDS",
+    "LORA_ADAPTER",
+    "SCHEDULERS",
+    "ModelCache",
+    "check_control_inputs",
+    "make_scheduler",
+    "pick_device_dtype",
+]

@@ -1,0 +1,121 @@
+"""OpenPose-style face keypoint images and the "replaced" face points EasyPhoto feeds to openpose.
+
+* :func:`face_keypoints_image` draws the 68 face points of each face as small white dots on black,
+  the way ControlNet-openpose's face annotator draws them (dlib's iBUG 68-point order is OpenPose's
+  face order; OpenPose's two extra pupil points are not drawn).
+* :func:`replace_face_points` places the user's (``face_id``) 68 landmarks onto a template face with
+  the 5-point similarity transform, so the openpose control keeps the template's position, size and
+  roll but carries the user's face proportions.
+* :func:`estimate_similarity`: least-squares similarity (Umeyama 1991, reflection excluded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: Dot radius in pixels, as ControlNet's openpose face annotator draws at 512 px.
+DOT_RADIUS = 3
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation) from ``src`` to ``dst``.
+
+    Umeyama's closed form; a reflection is never returned (the sign of the smallest singular value
+    is flipped instead). Returns a 2×3 matrix ``M`` with ``dst ≈ src @ M[:, :2].T + M[:, 2]``.
+    """
+    s = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    d = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    if s.shape != d.shape or len(s) < 2:
+        raise ValueError(f"need two matching sets of ≥ 2 points, got {s.shape} and {d.shape}")
+    mu_s, mu_d = s.mean(axis=0), d.mean(axis=0)
+    sc, dc = s - mu_s, d - mu_d
+    var_s = float((sc**2).sum() / len(s))
+    if var_s < 1e-12:
+        raise ValueError("source points are all at one place: no transform is defined")
+    cov = dc.T @ sc / len(s)
+    u, sig, vt = np.linalg.svd(cov)
+    e = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        e[1, 1] = -1.0
+    rot = u @ e @ vt
+    scale = float(np.trace(np.diag(sig) @ e)) / var_s
+    m = np.empty((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 2×3 affine ``matrix`` to ``N×2`` points."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    m = np.asarray(matrix, dtype=np.float64)
+    return p @ m[:, :2].T + m[:, 2]
+
+
+def _points(face: Any, attr: str, n: int) -> np.ndarray:
+    pts = np.asarray(getattr(face, attr, face), dtype=np.float64)
+    if pts.shape != (n, 2):
+        raise ValueError(f"expected {n}×2 {attr}, got shape {pts.shape}")
+    return pts
+
+
+def replace_face_points(template_face: Any, source_face: Any) -> np.ndarray:
+    """The source face's 68 landmarks placed onto the template face (EasyPhoto's "replaced" face).
+
+    The similarity transform is fitted on the 5 keypoints (eyes, nose tip, mouth corners) of both
+    faces and applied to the source's 68 landmarks. Faces are :class:`~easyphoto.face.analyzer.Face`
+    objects (``.kps``, ``.landmarks``) or, for ``source_face``, a ``(kps, landmarks)`` pair.
+
+    Returns:
+        ``68×2`` float array in the template image's pixel coordinates.
+    """
+    kps_t = _points(template_face, "kps", 5)
+    if isinstance(source_face, tuple):
+        kps_s, lm_s = (np.asarray(a, dtype=np.float64) for a in source_face)
+    else:
+        kps_s, lm_s = _points(source_face, "kps", 5), _points(source_face, "landmarks", 68)
+    return transform_points(estimate_similarity(kps_s, kps_t), lm_s)
+
+
+def face_keypoints_image(
+    landmarks_list: Iterable[np.ndarray],
+    size: tuple[int, int],
+    *,
+    radius: int = DOT_RADIUS,
+) -> np.ndarray:
+    """OpenPose-style face keypoint control image: white dots on black.
+
+    Args:
+        landmarks_list: one ``68×2`` array (pixel coordinates) per face; a single ``68×2`` array is
+            accepted too.
+        size: ``(height, width)`` of the image.
+        radius: dot radius in pixels (3, like the openpose annotator at 512 px).
+
+    Returns:
+        ``H×W×3`` ``uint8`` RGB; points outside the image are skipped.
+    """
+    h, w = int(size[0]), int(size[1])
+    canvas = np.zeros((h, w, 3), dtype=np.uint8)
+    items = list(landmarks_list) if not isinstance(landmarks_list, np.ndarray) else [landmarks_list]
+    if isinstance(landmarks_list, np.ndarray) and landmarks_list.ndim == 3:
+        items = list(landmarks_list)
+    for lm in items:
+        pts = np.asarray(lm, dtype=np.float64).reshape(-1, 2)
+        for x, y in pts:
+            if not (np.isfinite(x) and np.isfinite(y)) or not (0 <= x < w and 0 <= y < h):
+                continue
+            cv2.circle(canvas, (int(round(x)), int(round(y))), radius, (255, 255, 255), -1, cv2.LINE_8)
+    return canvas
+
+
+__all__ = [
+    "DOT_RADIUS",
+    "estimate_similarity",
+    "face_keypoints_image",
+    "replace_face_points",
+    "transform_points",
+]

@@ -1,0 +1,167 @@
+"""Interface text of the web UI in English and Simplified Chinese.
+
+:data:`TRANSLATIONS` maps a language code to ``{key: text}``. The web UI hands all of it to Gradio
+(``gr.I18n``), whose page picks the browser's language; messages made on the server (progress, errors)
+use :func:`pick_language` on the request's ``Accept-Language`` header. ``EASYPHOTO_UI_LANG=en`` or
+``zh-CN`` forces one language.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "zh-CN")
+
+EN: dict[str, str] = {
+    "title": "# EasyPhoto\nTrain your digital double from a few photos, then paint yourself into any photo.",
+    "tab.train": "Train",
+    "tab.generate": "Generate",
+    "tab.models": "Models",
+    "train.photos": "Photos of one person (5–20, face clearly visible)",
+    "train.user_id": "User id (letters, digits, _ - .)",
+    "train.advanced": "Advanced training options",
+    "train.retouch": "Skin retouching of the training photos",
+    "train.start": "Start training",
+    "train.cancel": "Cancel",
+    "train.resume": "Resume",
+    "train.contact_sheet": "Prepared photos (kept and rejected)",
+    "train.validation": "Validation images and face-ID scores",
+    "train.log": "Log",
+    "train.job": "Job",
+    "gen.users": "Trained user ids (template faces left to right)",
+    "gen.refresh": "Refresh",
+    "gen.templates": "Template photos",
+    "gen.library": "Templates from the templates folder",
+    "gen.library_hint": "Put template photos in `{folder}` to pick them here.",
+    "gen.advanced": "Advanced generation options",
+    "gen.start": "Generate",
+    "gen.cancel": "Cancel",
+    "gen.results": "Results",
+    "gen.downloads": "Download",
+    "gen.scores": "Scores",
+    "models.list": "Trained users",
+    "models.pick": "User",
+    "models.delete": "Delete this user",
+    "models.confirm": "Yes, delete it",
+    "models.download": "Download LoRA",
+    "models.face": "Best validation image",
+    "models.refresh": "Refresh",
+    "col.user": "user",
+    "col.created": "created",
+    "col.steps": "steps",
+    "col.photos": "photos",
+    "col.score": "best score",
+    "col.rank": "rank",
+    "col.template": "template",
+    "col.similarity": "similarity",
+    "state.queued": "queued",
+    "state.running": "running",
+    "state.succeeded": "finished",
+    "state.failed": "failed",
+    "state.cancelled": "cancelled",
+    "state.interrupted": "interrupted",
+    "msg.queued_ahead": "{n} job(s) ahead in the queue",
+    "msg.preparing": "Preparing photos… {photo}/{photos}",
+    "msg.step": "Step {step}/{max_steps} · loss {loss} · ETA {eta}",
+    "msg.prepared": "{kept} photo(s) kept, {rejected} rejected",
+    "msg.trained": "User model **{user}** is ready: best face-ID score {score}",
+    "msg.generated": "{n} portrait(s) made",
+    "msg.template": "Template {template}/{templates}",
+    "msg.resumable": "A checkpoint was kept: press Resume to continue.",
+    "msg.deleted": "Deleted {user}.",
+    "msg.confirm_delete": "Tick the confirmation box first.",
+    "err.no_photos": "Upload some photos first.",
+    "err.no_user": "Enter a user id.",
+    "err.no_users": "Pick at least one trained user id.",
+    "err.no_templates": "Upload a template photo or pick one from the templates folder.",
+    "err.no_job": "No job to act on.",
+    "err.error": "Error",
+}
+
+ZH: dict[str, str] = {
+    "title": "# EasyPhoto 艺术照\n用几张照片训练你的数字分身，再把自己画进任何一张照片。",
+    "tab.train": "训练",
+    "tab.generate": "生成",
+    "tab.models": "模型",
+    "train.photos": "同一个人的照片（5–20 张，脸部清晰）",
+    "train.user_id": "用户 ID（字母、数字、_ - .）",
+    "train.advanced": "高级训练参数",
+    "train.retouch": "训练照片磨皮美颜",
+    "train.start": "开始训练",
+    "train.cancel": "取消",
+    "train.resume": "继续训练",
+    "train.contact_sheet": "预处理结果（保留与剔除的照片）",
+    "train.validation": "验证图像与人脸相似度",
+    "train.log": "日志",
+    "train.job": "任务",
+    "gen.users": "已训练的用户 ID（按模板中人脸从左到右）",
+    "gen.refresh": "刷新",
+    "gen.templates": "模板照片",
+    "gen.library": "模板文件夹中的模板",
+    "gen.library_hint": "把模板照片放进 `{folder}`，即可在这里选择。",
+    "gen.advanced": "高级生成参数",
+    "gen.start": "生成",
+    "gen.cancel": "取消",
+    "gen.results": "生成结果",
+    "gen.downloads": "下载",
+    "gen.scores": "相似度",
+    "models.list": "已训练的用户",
+    "models.pick": "用户",
+    "models.delete": "删除该用户",
+    "models.confirm": "确认删除",
+    "models.download": "下载 LoRA",
+    "models.face": "最佳验证图像",
+    "models.refresh": "刷新",
+    "col.user": "用户",
+    "col.created": "创建时间",
+    "col.steps": "步数",
+    "col.photos": "照片数",
+    "col.score": "最佳得分",
+    "col.rank": "秩",
+    "col.template": "模板",
+    "col.similarity": "相似度",
+    "state.queued": "排队中",
+    "state.running": "运行中",
+    "state.succeeded": "已完成",
+    "state.failed": "失败",
+    "state.cancelled": "已取消",
+    "state.interrupted": "已中断",
+    "msg.queued_ahead": "前面还有 {n} 个任务",
+    "msg.preparing": "正在预处理照片… {photo}/{photos}",
+    "msg.step": "第 {step}/{max_steps} 步 · 损失 {loss} · 预计剩余 {eta}",
+    "msg.prepared": "保留 {kept} 张照片，剔除 {rejected} 张",
+    "msg.trained": "用户模型 **{user}** 已就绪：最佳人脸相似度 {score}",
+    "msg.generated": "已生成 {n} 张照片",
+    "msg.template": "模板 {template}/{templates}",
+    "msg.resumable": "已保存检查点：点击“继续训练”即可接着训练。",
+    "msg.deleted": "已删除 {user}。",
+    "msg.confirm_delete": "请先勾选确认框。",
+    "err.no_photos": "请先上传照片。",
+    "err.no_user": "请输入用户 ID。",
+    "err.no_users": "请至少选择一个已训练的用户 ID。",
+    "err.no_templates": "请上传模板照片，或从模板文件夹中选择。",
+    "err.no_job": "没有可操作的任务。",
+    "err.error": "错误",
+}
+
+TRANSLATIONS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH}
+
+
+def pick_language(accept_language: str | None, setting: str = "auto") -> str:
+    """``en`` or ``zh-CN``: the setting when it names one, else the first supported browser language."""
+    if setting in TRANSLATIONS:
+        return setting
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en"):
+            return "en"
+    return "en"
+
+
+def t(key: str, lang: str = "en", **values: object) -> str:
+    """The text of ``key`` in ``lang`` (English when missing), formatted with ``values``."""
+    text = TRANSLATIONS.get(lang, EN).get(key) or EN.get(key, key)
+    return text.format(**values) if values else text
+
+
+__all__ = ["EN", "LANGUAGES", "TRANSLATIONS", "ZH", "pick_language", "t"]

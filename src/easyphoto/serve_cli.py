@@ -1,0 +1,85 @@
+"""``easyphoto serve`` and ``easyphoto webui``: one server with the web UI at ``/``, the API under
+``/v1`` and ``/easyphoto`` and the OpenAPI docs at ``/docs``. Register with::
+
+    app.command("serve")(serve_command)
+    app.command("webui")(webui_command)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+HostOpt = Annotated[
+    str,
+    typer.Option(help="Address to listen on. Anything but loopback needs EASYPHOTO_API_TOKEN."),
+]
+PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
+NoUiOpt = Annotated[bool, typer.Option("--no-ui", help="Serve the API only (no Gradio UI).")]
+ShareOpt = Annotated[
+    bool, typer.Option("--share", help="Also open a public Gradio share link (needs EASYPHOTO_API_TOKEN).")
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="Worker processes, i.e. GPU-heavy jobs at once (default 1).")
+]
+LangOpt = Annotated[str | None, typer.Option("--lang", help="UI language: auto (browser), en or zh-CN.")]
+BaseModelOpt = Annotated[
+    str | None, typer.Option("--base-model", help="HF id, diffusers folder or .safetensors file.")
+]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="EASYPHOTO_HOME (models, jobs, templates).")]
+
+
+def _run(
+    host: str,
+    port: int,
+    no_ui: bool,
+    share: bool,
+    workers: int | None,
+    lang: str | None,
+    base_model: str | None,
+    home: Path | None,
+    open_browser: bool,
+) -> None:
+    from .api import ServerSettings, run_server
+
+    if base_model:
+        os.environ["EASYPHOTO_BASE_MODEL"] = base_model  # the worker processes inherit it
+    if home:
+        os.environ["EASYPHOTO_HOME"] = str(home.expanduser().resolve())
+    if lang and lang not in ("auto", "en", "zh-CN"):
+        raise typer.BadParameter("use auto, en or zh-CN", param_hint="--lang")
+    settings = ServerSettings.from_env(workers=workers, ui_lang=lang, ui=not no_ui)
+    run_server(host, port, ui=not no_ui, share=share, open_browser=open_browser, settings=settings)
+
+
+def serve_command(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 7860,
+    no_ui: NoUiOpt = False,
+    share: ShareOpt = False,
+    workers: WorkersOpt = None,
+    lang: LangOpt = None,
+    base_model: BaseModelOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the EasyPhoto server: web UI at /, API under /v1 and /easyphoto, docs at /docs."""
+    _run(host, port, no_ui, share, workers, lang, base_model, home, open_browser=False)
+
+
+def webui_command(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 7860,
+    share: ShareOpt = False,
+    workers: WorkersOpt = None,
+    lang: LangOpt = None,
+    base_model: BaseModelOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Like `serve`, and open the web UI in the browser."""
+    _run(host, port, False, share, workers, lang, base_model, home, open_browser=True)
+
+
+__all__ = ["serve_command", "webui_command"]

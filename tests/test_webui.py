@@ -1,0 +1,97 @@
+"""The web UI in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+
+Upload photos, train at tiny settings, generate, and see an image with its score in the results.
+Screenshots go to ``tmp_path`` (and to ``$EASYPHOTO_SCREENSHOT_DIR`` when set).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from test_api import make_photos, start_server, stop_server  # noqa: E402
+
+CHROMIUM = os.environ.get("EASYPHOTO_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.mark.slow
+def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path) -> None:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    photos, template = make_photos(tmp_path / "photos")
+    (template.parent / "bad.jpg").write_bytes(b"this is not a photo")
+    home = tmp_path / "home"
+    home.mkdir()
+    proc, url = start_server(home, tiny_model_dir, ui=True)
+    shots = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+            page.goto(url + "/")
+            expect = sync_api.expect
+
+            # Train tab: a bad photo gives a readable message, not a stack trace.
+            page.locator("#train-photos input[type=file]").set_input_files([str(template.parent / "bad.jpg")])
+            page.locator("#train-user-id input, #train-user-id textarea").first.fill("browser")
+            page.locator("#train-start").click()
+            toast = page.get_by_text("bad.jpg: not an image, or a format we cannot read")
+            expect(toast).to_be_visible(timeout=30_000)
+            assert page.get_by_text("Traceback").count() == 0
+            page.locator("#train-photos button[aria-label='Clear']").first.click()
+
+            page.locator("#train-photos input[type=file]").set_input_files([str(p) for p in photos])
+            page.wait_for_timeout(1000)
+            page.locator("#train-start").click()
+            expect(page.locator("#train-status")).to_contain_text("finished", timeout=120_000)
+            expect(page.locator("#train-validation img").first).to_be_visible(timeout=10_000)
+            expect(page.locator("#train-sheet img").first).to_be_visible(timeout=10_000)
+            expect(page.locator("#train-log textarea")).to_have_value(re.compile("training browser on"))
+            shots.append(tmp_path / "train.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
+
+            # Generate tab: pick the user, upload a template, see the portrait and its score.
+            page.get_by_role("tab", name="Generate").click()
+            page.locator("#gen-users-refresh").click()
+            page.wait_for_timeout(500)
+            page.locator("#gen-users input").click()
+            page.get_by_role("option", name="browser").click()
+            page.keyboard.press("Escape")
+            page.locator("#gen-templates input[type=file]").set_input_files([str(template)])
+            page.wait_for_timeout(1000)
+            page.locator("#gen-start").click()
+            expect(page.locator("#gen-results img").first).to_be_visible(timeout=120_000)
+            expect(page.locator("#gen-status")).to_contain_text(re.compile(r"browser\s+\d\.\d{3}"))
+            expect(page.locator("#gen-downloads")).to_contain_text("portrait_00_template")
+            time.sleep(0.5)
+            shots.append(tmp_path / "generate.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
+
+            # Models tab lists the user with its score.
+            page.get_by_role("tab", name="Models").click()
+            page.locator("#models-refresh").click()
+            expect(page.locator("#models-table")).to_contain_text("browser", timeout=10_000)
+            browser.close()
+    finally:
+        stop_server(proc)
+        out = os.environ.get("EASYPHOTO_SCREENSHOT_DIR")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            for shot in shots:
+                shutil.copy(shot, Path(out) / shot.name)
