@@ -11,7 +11,7 @@ The public API is small::
 
 from __future__ import annotations
 
-from .config import FaceConfig, ModelConfig, easyphoto_home
+from .config import FaceConfig, GenerateConfig, ModelConfig, PrepareConfig, TrainConfig, easyphoto_home
 from .errors import (
     BadImageError,
     ConfigError,
@@ -28,6 +28,7 @@ from .imageio import load_image
 
 __version__ = "0.1.0"
 
+
 __all__ = [
     "BadImageError",
     "ConfigError",
@@ -35,6 +36,9 @@ __all__ = [
     "Face",
     "FaceAnalyzer",
     "FaceConfig",
+    "GenerateConfig",
+    "PrepareConfig",
+    "TrainConfig",
     "InvalidUserIdError",
     "ModelConfig",
     "ModelNotFoundError",

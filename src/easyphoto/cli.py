@@ -201,7 +201,6 @@ def train(
     if photos:
         from .config import PrepareConfig
         from .prepare import prepare
-
         from .store import dataset_dir
 
         out = dataset_dir(user_id)

@@ -117,7 +117,7 @@ def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> UserMode
     folder = user_dir(validate_user_id(user_id), home)
     lora = folder / "lora.safetensors"
     if not lora.is_file():
-        raise UnknownUserError(f"no trained model for user {user_id!r} (expected {lora}); train it first")
+        raise UnknownUserError(f"no trained model for user {user_id!r}: train it first")
     meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
     ref_path = next((p for p in (folder / "ref.png", folder / "face_id.png") if p.is_file()), None)
     if ref_path is None:
@@ -125,7 +125,7 @@ def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> UserMode
     ref = load_image(ref_path)
     face = analyzer.largest(ref)
     if face is None:
-        raise NoFaceError(str(ref_path), "no face in the user's reference image")
+        raise NoFaceError(f"user {user_id!r}", f"no face in the reference image {ref_path.name}")
     emb_path = folder / "embedding.npy"
     embedding = np.load(emb_path).astype(np.float32).ravel() if emb_path.is_file() else face.embedding
     return UserModel(user_id, folder, lora, ref, face, embedding, meta)
