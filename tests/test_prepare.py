@@ -255,7 +255,7 @@ def test_prepare_command(synthetic_set, tmp_path, monkeypatch, analyzer) -> None
     )
     assert res.exit_code == 0, res.output
     assert "kept  #1" in res.output and "notes.txt: unreadable" in res.output and sheet.is_file()
-    default_out = Path(__import__("os").environ["EASYPHOTO_HOME"]) / "users" / "astro" / "dataset"
+    default_out = Path(__import__("os").environ["EASYPHOTO_HOME"]) / "datasets" / "astro"
     assert (default_out / "report.json").is_file()
     res = runner.invoke(app, ["prepare", "--user-id", "astro", str(synthetic_set / "notes.txt")])
     assert res.exit_code != 0 and isinstance(res.exception, prep.NotEnoughPhotosError)
