@@ -64,7 +64,8 @@ def test_loss_falls_when_overfitting_one_image(tiny_model_dir: Path, dataset: Pa
     timesteps = torch.tensor([500])
     losses = [trainer.step(batch, noise, timesteps) for _ in range(25)]
     assert trainer.global_step == 25
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
 
 
 def test_kohya_file_reproduces_trained_model_in_plain_diffusers(
@@ -227,3 +228,35 @@ def test_bad_dataset_and_user_id(tmp_path: Path) -> None:
         load_training_data(tmp_path)
     with pytest.raises(InvalidUserIdError):
         train("../evil", tmp_path, TINY, home=tmp_path)
+
+
+def test_end_to_end_obama_prepare_then_train(
+    faces_dir: Path, tiny_model_dir: Path, tmp_path: Path, analyzer
+) -> None:
+    """Real photos → prepared dataset → a few training steps with validation → complete user model."""
+    import time
+
+    from easyphoto.config import PrepareConfig
+    from easyphoto.prepare import prepare
+
+    t0 = time.perf_counter()
+    photos = sorted((faces_dir / "identities" / "obama").glob("*.jpg"))
+    prepared = prepare(photos, tmp_path / "ds", PrepareConfig(resolution=64), analyzer=analyzer)
+    assert len(prepared.kept) >= 3
+    result = train(
+        "obama",
+        prepared,
+        TINY,
+        model_config=ModelConfig(base_model=str(tiny_model_dir)),
+        analyzer=analyzer,
+        home=tmp_path,
+    )
+    folder = result.path
+    assert {"lora.safetensors", "ref.png", "embedding.npy", "meta.json", "face_id.png"} <= {
+        p.name for p in folder.iterdir()
+    }
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["photos"] == len(prepared.kept) and meta["steps"] == 4
+    emb = np.load(folder / "embedding.npy")
+    assert emb.shape == (128,)
+    assert time.perf_counter() - t0 < 120
