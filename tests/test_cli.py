@@ -88,3 +88,48 @@ def test_similarity_bad_input_one_line(astronaut_file: Path, tmp_path: Path) -> 
 def test_usage_error_exit_code() -> None:
     res = run_cli("faces")
     assert res.returncode == 2 and "Missing argument" in res.stderr
+
+
+def test_train_then_generate_from_the_command_line(
+    faces_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`easyphoto train PHOTOS…` prepares and trains; `easyphoto generate` paints the user into a template."""
+    os.environ["EASYPHOTO_HOME"] = str(tmp_path / "home")
+    photos = sorted(str(p) for p in (faces_dir / "identities" / "obama").glob("obama*.jpg"))
+    tiny = ["--base-model", str(tiny_model_dir), "--device", "cpu"]
+    small = ["--max-steps", "2", "--resolution", "64", "--rank", "4", "--alpha", "2", "--grad-accum", "1"]
+    val = ["--validate-every", "2", "--validation-steps", "1", "--validation-size", "64"]
+
+    # A validation template without a face stops the run before any step, naming the file.
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((80, 80, 3), 90, np.uint8)).save(wall)
+    res = run_cli(
+        "train", "--user-id", "obama", *photos, *tiny, *small, *val, "--validation-template", str(wall)
+    )
+    assert res.returncode == 2 and "wall.png" in res.stderr and "no face" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "home" / "users" / "obama").exists()
+
+    res = run_cli("train", "--user-id", "obama", *photos, *tiny, *small, *val, "--json-events")
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "done"
+    assert (tmp_path / "home" / "users" / "obama" / "lora.safetensors").is_file()
+
+    template = faces_dir / "identities" / "biden" / sorted(os.listdir(faces_dir / "identities" / "biden"))[0]
+    out = tmp_path / "out"
+    res = run_cli(
+        "generate", "--user-id", "obama", "--template", str(template), "--out", str(out), "--seed", "3",
+        *tiny, "--first-steps", "3", "--second-steps", "2", "--short-side", "96", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    (result,) = json.loads(res.stdout)
+    png = Path(result["output"])
+    assert result["seed"] == 3 and [s["user_id"] for s in result["scores"]] == ["obama"]
+    assert 0.0 <= result["scores"][0]["similarity"] <= 1.0
+    from easyphoto.generate import read_png_params
+
+    with Image.open(template) as tpl, Image.open(png) as img:
+        assert img.size == tpl.size
+    params = read_png_params(png)
+    assert params["seed"] == 3 and params["user_ids"] == ["obama"]

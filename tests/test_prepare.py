@@ -259,3 +259,16 @@ def test_prepare_command(synthetic_set, tmp_path, monkeypatch, analyzer) -> None
     assert (default_out / "report.json").is_file()
     res = runner.invoke(app, ["prepare", "--user-id", "astro", str(synthetic_set / "notes.txt")])
     assert res.exit_code != 0 and isinstance(res.exception, prep.NotEnoughPhotosError)
+
+
+def test_low_training_resolution_keeps_a_detectable_reference(synthetic_set, analyzer, tmp_path) -> None:
+    """Training crops at 64 px are too small for face detection; ref.png (fusion source) must not be."""
+    from PIL import Image
+
+    out = tmp_path / "low"
+    prepared = prepare([synthetic_set], out, PrepareConfig(min_photos=1, resolution=64), analyzer=analyzer)
+    with Image.open(prepared.images[0]) as crop:
+        assert crop.size == (64, 64)
+    ref = np.asarray(Image.open(out / "ref.png").convert("RGB"))
+    assert ref.shape == (512, 512, 3)
+    assert analyzer.largest(ref, fallback=False) is not None

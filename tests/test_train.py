@@ -260,3 +260,63 @@ def test_end_to_end_obama_prepare_then_train(
     emb = np.load(folder / "embedding.npy")
     assert emb.shape == (128,)
     assert time.perf_counter() - t0 < 120
+
+
+def test_validation_templates_are_painted_with_the_lora_being_trained(
+    tiny_model_dir: Path, dataset: Path, astronaut: np.ndarray, analyzer, tmp_path: Path
+) -> None:
+    """Template validation runs the portrait first pass with the live training adapter."""
+    from dataclasses import replace
+
+    from easyphoto.train import load_validation_templates, validation_user
+
+    Image.fromarray(astronaut).save(tmp_path / "astro tpl.png")
+    cfg = replace(TINY, validation_templates=(str(tmp_path / "astro tpl.png"),), validation_template_steps=3)
+    data = load_training_data(dataset)
+    templates = load_validation_templates(cfg.validation_templates, analyzer)
+    user = validation_user(data, analyzer, tmp_path)
+    trainer = LoraTrainer(_cache(tiny_model_dir), data, cfg)
+    try:
+        (before,), _ = trainer.render_templates(templates, user, analyzer)
+        for _ in range(4):
+            trainer.step()
+        (after,), scores = trainer.render_templates(templates, user, analyzer)
+    finally:
+        trainer.remove_adapters()
+    assert before.shape == after.shape == astronaut.shape
+    x0, y0, x1, y1 = (int(v) for v in templates[0].face.box)
+    changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 0
+    # The trained adapter changes the repainted face (gaussian-init LoRA starts as the identity) …
+    assert changed[y0:y1, x0:x1].mean() > 0.2
+    # … and nothing far from the face (bottom rows of the photo, 3 face sizes down).
+    assert not changed[min(511, y1 + 3 * (y1 - y0)) :].any()
+    assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+
+    # In a training run the template portraits are saved, scored and kept in the user model.
+    result = train("tpl", dataset, cfg, cache=_cache(tiny_model_dir), analyzer=analyzer, home=tmp_path)
+    names = sorted(p.name for p in (result.path / "validation").iterdir())
+    assert names == [
+        "step-00002-seed1.png",
+        "step-00002-template0-astro_tpl.png",
+        "step-00004-seed1.png",
+        "step-00004-template0-astro_tpl.png",
+    ]
+    assert all(len(v.scores) == 2 for v in result.validations)
+    saved = np.asarray(Image.open(result.path / "validation" / "step-00004-template0-astro_tpl.png"))
+    assert saved.shape == astronaut.shape
+
+
+def test_validation_template_without_face_fails_before_training(
+    tiny_model_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from easyphoto.errors import NoFaceError
+
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(tmp_path / "wall.png")
+    cfg = replace(TINY, validation_templates=(str(tmp_path / "wall.png"),))
+    events: list[dict] = []
+    with pytest.raises(NoFaceError, match="wall.png"):
+        train("bob", dataset, cfg, cache=_cache(tiny_model_dir), on_event=events.append, home=tmp_path)
+    assert not any(e["type"] == "step" for e in events)
+    assert not (tmp_path / "users" / "bob").exists()

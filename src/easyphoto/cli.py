@@ -179,6 +179,13 @@ def train(
     validate_every: Annotated[int, typer.Option(help="Validate and checkpoint every N steps.")] = 100,
     validation_steps: Annotated[int, typer.Option(help="Inference steps per validation image.")] = 20,
     validation_size: Annotated[int, typer.Option(help="Validation image size in pixels.")] = 512,
+    validation_template: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--validation-template",
+            help="Template photo to paint the user into at each validation (repeatable; needs ControlNets).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     no_text_encoder: Annotated[bool, typer.Option("--no-text-encoder", help="Train the UNet only.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Save memory (CUDA).")] = False,
@@ -222,6 +229,7 @@ def train(
         validate_every=validate_every,
         validation_steps=validation_steps,
         validation_size=validation_size,
+        validation_templates=tuple(str(p) for p in validation_template or ()),
         seed=seed,
         train_text_encoder=not no_text_encoder,
         gradient_checkpointing=gradient_checkpointing,

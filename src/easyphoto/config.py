@@ -165,6 +165,11 @@ class TrainConfig:
     ``validation_size`` px with ``validation_steps`` inference steps. ``fuse_top_k``: the best this
     many checkpoints (by face-ID similarity) are fused into the final LoRA; ``fuse_rank``: re-compress
     the fused LoRA to this rank (``None``: the training rank).
+    ``validation_templates``: template photos (paths) that every validation also paints the user into
+    with the portrait pipeline's first pass (ControlNet inpainting with the LoRA being trained, classical
+    fusion before it, :class:`GenerateConfig` defaults otherwise, ``validation_template_steps``
+    inference steps, the first validation seed); their face-ID scores count in checkpoint selection.
+    They need the first pass's ControlNets, which are then loaded at the start of training.
     ``mixed_precision``: ``None`` = fp16 on CUDA, none on CPU/MPS.
     """
 
@@ -193,6 +198,8 @@ class TrainConfig:
     validation_guidance: float = 7.0
     validation_prompt: str = TRIGGER_CAPTION + ", upper body, look at viewer, best quality, photo realistic"
     validation_negative_prompt: str = "lowres, blurry, bad anatomy, deformed face, watermark, text"
+    validation_templates: tuple[str, ...] = ()
+    validation_template_steps: int = 20
     fuse_top_k: int = 3
     fuse_rank: int | None = None
     keep_checkpoints: bool = False

@@ -105,7 +105,7 @@ class UserModel:
 
     user_id: str
     path: Path
-    lora: Path
+    lora: Path | None  # None: the LoRA is already active on the cache's modules (training validation)
     ref_image: np.ndarray
     ref_face: Any
     embedding: np.ndarray
@@ -366,7 +366,8 @@ class PortraitGenerator:
         weights = {"canny": cfg.canny_weight, "openpose": cfg.openpose_weight, "color": cfg.color_weight}
         t = tick("controls", t)
 
-        self.cache.set_lora(user.lora, cfg.lora_weight)
+        if user.lora is not None:
+            self.cache.set_lora(user.lora, cfg.lora_weight)
         first = self._diffuse(
             names,
             fused,

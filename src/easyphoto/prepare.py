@@ -57,6 +57,9 @@ from .store import atomic_dir, write_bytes_atomic, write_json_atomic
 REPORT_NAME = "report.json"
 DATASET_DIR = "train"
 REFERENCE_NAME = "ref.png"
+#: ``ref.png`` is never smaller than this (px): generation re-detects its face, which HOG cannot do at
+#: 64–256 px training resolutions.
+REFERENCE_MIN_SIZE = 512
 EMBEDDING_NAME = "embedding.npy"
 REPORT_FORMAT = "easyphoto.prepare/1"
 #: Side of the grey face patch the blur measure runs on (the minimum face size: always a downscale).
@@ -339,6 +342,7 @@ class _Candidate:
     crop: np.ndarray | None = None
     crop_landmarks: np.ndarray | None = None
     valid: np.ndarray | None = None
+    ref_crop: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # image, landmarks, valid
     duplicates: list[_Candidate] = field(default_factory=list)
 
 
@@ -411,6 +415,10 @@ def _crop(cand: _Candidate, cfg: PrepareConfig) -> None:
     cand.crop = crop
     cand.crop_landmarks = transform_points(matrix, face.landmarks)
     cand.valid = valid_region(matrix, (image.shape[1], image.shape[0]), cfg.resolution)
+    if cfg.resolution < REFERENCE_MIN_SIZE:  # a larger copy in case this photo becomes ref.png
+        big, m = crop_face(image, face.box, REFERENCE_MIN_SIZE, ratio=cfg.crop_ratio, roll=roll)
+        valid = valid_region(m, (image.shape[1], image.shape[0]), REFERENCE_MIN_SIZE)
+        cand.ref_crop = (big, transform_points(m, face.landmarks), valid)
     cand.image = None
 
 
@@ -575,19 +583,25 @@ def prepare(
     ref.result.reference = True
 
     # Crop, mask, retouch every kept photo (in memory), then write everything at once.
-    processed: list[tuple[_Candidate, np.ndarray]] = []
-    for cand in selected:
+    def finish(img: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         t = time.perf_counter()
-        assert cand.crop is not None and cand.crop_landmarks is not None
-        img = cand.crop
         if cfg.retouch:
-            img = smooth_skin(img, cand.crop_landmarks, cfg.retouch_strength)
+            img = smooth_skin(img, landmarks, cfg.retouch_strength)
             t = clock.add("retouch", t)
         if cfg.remove_background:
-            mask = head_mask(img, cand.crop_landmarks, valid=cand.valid, refine=cfg.grabcut)
+            mask = head_mask(img, landmarks, valid=valid, refine=cfg.grabcut)
             img = whiten_background(img, mask)
             clock.add("mask", t)
-        cand.crop = None
+        return img
+
+    processed: list[tuple[_Candidate, np.ndarray]] = []
+    ref_image: np.ndarray | None = None
+    for cand in selected:
+        assert cand.crop is not None and cand.crop_landmarks is not None
+        img = finish(cand.crop, cand.crop_landmarks, cand.valid)
+        if cand is ref:
+            ref_image = finish(*cand.ref_crop) if cand.ref_crop is not None else img
+        cand.crop = cand.ref_crop = None
         cand.result.thumbnail = _thumbnail(img)
         processed.append((cand, img))
 
@@ -602,8 +616,8 @@ def prepare(
             save_png(img, data_dir / name)
             cand.result.file = f"{DATASET_DIR}/{name}"
             lines.append(json.dumps({"file_name": name, "text": cfg.caption}, ensure_ascii=False))
-            if cand is ref:
-                save_png(img, staging / REFERENCE_NAME)
+        assert ref_image is not None
+        save_png(ref_image, staging / REFERENCE_NAME)
         write_bytes_atomic(data_dir / "metadata.jsonl", ("\n".join(lines) + "\n").encode())
         with open(staging / EMBEDDING_NAME, "wb") as fh:
             np.save(fh, embedding)

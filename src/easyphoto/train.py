@@ -19,12 +19,14 @@ modules (EasyPhoto reloads the base checkpoint from disk at every validation).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -405,48 +407,130 @@ class LoraTrainer:
         return float(loss.detach())
 
     # -- validation ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode, no gradients, and autocast under mixed precision (as diffusers' LoRA scripts)."""
+        import torch
+
+        unet = self._unwrap(self.unet)
+        te = self._unwrap(self.text_encoder)
+        was_training = unet.training
+        unet.eval()
+        te.eval()
+        device = self.accelerator.device
+        mp = self.accelerator.mixed_precision
+        autocast: Any = contextlib.nullcontext()
+        if device.type == "cuda" and mp in ("fp16", "bf16"):
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+        try:
+            with torch.no_grad(), autocast:
+                yield
+        finally:
+            unet.train(was_training)
+            te.train(was_training and self.config.train_text_encoder)
+
     def render_validation(self) -> list[np.ndarray]:
         """Text-to-image renders with the current adapters, one per validation seed."""
         import torch
         from diffusers import StableDiffusionPipeline
 
         cfg = self.config
-        unet = self._unwrap(self.unet)
-        te = self._unwrap(self.text_encoder)
         pipe = StableDiffusionPipeline(
             vae=self.vae,
-            text_encoder=te,
+            text_encoder=self._unwrap(self.text_encoder),
             tokenizer=self.tokenizer,
-            unet=unet,
+            unet=self._unwrap(self.unet),
             scheduler=self.cache.new_scheduler(),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
         )
         pipe.set_progress_bar_config(disable=True)
-        was_training = unet.training
-        unet.eval()
-        te.eval()
         images = []
-        try:
-            with torch.no_grad():
-                for seed in cfg.validation_seeds:
-                    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-                    out = pipe(
-                        cfg.validation_prompt,
-                        negative_prompt=cfg.validation_negative_prompt,
-                        num_inference_steps=cfg.validation_steps,
-                        guidance_scale=cfg.validation_guidance,
-                        height=cfg.validation_size,
-                        width=cfg.validation_size,
-                        generator=gen,
-                        output_type="np",
-                    ).images[0]
-                    images.append(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
-        finally:
-            unet.train(was_training)
-            te.train(was_training and cfg.train_text_encoder)
+        with self.inference():
+            for seed in cfg.validation_seeds:
+                gen = torch.Generator(device="cpu").manual_seed(int(seed))
+                out = pipe(
+                    cfg.validation_prompt,
+                    negative_prompt=cfg.validation_negative_prompt,
+                    num_inference_steps=cfg.validation_steps,
+                    guidance_scale=cfg.validation_guidance,
+                    height=cfg.validation_size,
+                    width=cfg.validation_size,
+                    generator=gen,
+                    output_type="np",
+                ).images[0]
+                images.append(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
         return images
+
+    def render_templates(
+        self, templates: list[ValidationTemplate], user: Any, analyzer: Any
+    ) -> tuple[list[np.ndarray], list[float]]:
+        """Paint the user into each validation template with the portrait pipeline's first pass.
+
+        The LoRA being trained is already active on the shared modules, so no file is loaded. Returns
+        the full-size portraits and their face-ID scores (no face found → 0).
+        """
+        from .generate import PortraitGenerator
+
+        gen_cfg = template_validation_config(self.config)
+        generator = PortraitGenerator(cache=self.cache, analyzer=analyzer)
+        images, scores = [], []
+        with self.inference():
+            for i, tpl in enumerate(templates):
+                out, score = generator.face(
+                    tpl.image, tpl.face, user, gen_cfg, int(gen_cfg.seed or 0) + i, timings={}
+                )
+                images.append(out)
+                scores.append(float(score))
+        return images, scores
+
+
+@dataclass
+class ValidationTemplate:
+    """A template photo that validation paints the user into (its largest face)."""
+
+    name: str
+    image: np.ndarray
+    face: Any
+
+
+def template_validation_config(cfg: TrainConfig) -> Any:
+    """The :class:`GenerateConfig` of template validation: first pass only, fixed seed."""
+    from .config import GenerateConfig
+
+    return GenerateConfig(
+        first_steps=cfg.validation_template_steps,
+        second_steps=0,
+        seed=int(cfg.validation_seeds[0]) if cfg.validation_seeds else 0,
+    )
+
+
+def load_validation_templates(paths: Sequence[str | Path], analyzer: Any) -> list[ValidationTemplate]:
+    """Read validation templates; each must show a face (the largest one is repainted)."""
+    from .errors import NoFaceError
+
+    out = []
+    for p in paths:
+        image = load_image(p)
+        face = analyzer.largest(image)
+        if face is None:
+            raise NoFaceError(str(p), "no face found in this validation template")
+        out.append(ValidationTemplate(Path(p).name, image, face))
+    return out
+
+
+def validation_user(data: TrainingData, analyzer: Any, folder: Path) -> Any:
+    """The training user as the portrait pipeline sees it (reference face, identity, no LoRA file)."""
+    from .generate import UserModel
+
+    candidates = ([data.ref_image] if data.ref_image is not None else []) + data.images
+    for image in candidates:
+        face = analyzer.largest(image)
+        if face is not None:
+            embedding = data.mean_embedding if data.mean_embedding is not None else face.embedding
+            return UserModel("training", folder, None, image, face, embedding, {})
+    raise ConfigError(f"{data.source}: no face in the dataset's reference or training images")
 
 
 def score_images(images: list[np.ndarray], mean_embedding: np.ndarray | None, analyzer: Any) -> list[float]:
@@ -589,6 +673,14 @@ def _train_locked(
                 if key in saved_cfg and saved_cfg[key] != getattr(cfg, key):
                     cfg = replace(cfg, **{key: type(getattr(cfg, key))(saved_cfg[key])})
             max_steps = int(saved.get("max_steps", max_steps))
+        templates: list[ValidationTemplate] = []
+        val_user = None
+        if cfg.validation_templates:
+            # Fail before training, not at the first validation: faces and ControlNets must be there.
+            templates = load_validation_templates(cfg.validation_templates, analyzer)
+            val_user = validation_user(data, analyzer, wdir)
+            for name in template_validation_config(cfg).first_controlnets:
+                cache.controlnet(name)
         trainer = LoraTrainer(cache, data, cfg)
         if resume:
             trainer.load_peft_state(load_file(str(wdir / "resume.safetensors")))
@@ -643,11 +735,15 @@ def _train_locked(
             t0 = time.perf_counter()
             images = trainer.render_validation()
             scores = score_images(images, data.mean_embedding, analyzer)
-            names = []
-            for seed, img in zip(cfg.validation_seeds, images, strict=True):
-                name = f"step-{step:05d}-seed{seed}.png"
+            names = [f"step-{step:05d}-seed{seed}.png" for seed in cfg.validation_seeds]
+            if templates:
+                portraits, template_scores = trainer.render_templates(templates, val_user, analyzer)
+                images += portraits
+                scores += template_scores
+                stems = [re.sub(r"[^A-Za-z0-9_-]+", "_", Path(t.name).stem)[:40] for t in templates]
+                names += [f"step-{step:05d}-template{i}-{stem}.png" for i, stem in enumerate(stems)]
+            for name, img in zip(names, images, strict=True):
                 save_png(img, wdir / "validation" / name)
-                names.append(name)
             result = ValidationResult(step=step, scores=[round(s, 4) for s in scores], images=names)
             validations[:] = [v for v in validations if v.step != step] + [result]
             no_face = sum(1 for s in scores if s == 0.0)
@@ -825,7 +921,10 @@ def _write_user_model(
                     shutil.copy2(src, stage / "validation" / name)
         best_image = None
         if best.score > 0 and best.images:
-            best_idx = int(np.argmax(best.scores))
+            # A text-to-image render shows the user alone; a template portrait only when none has a face.
+            renders = [i for i, n in enumerate(best.images) if "-seed" in n and best.scores[i] > 0]
+            pool = renders or list(range(len(best.scores)))
+            best_idx = max(pool, key=lambda i: best.scores[i])
             best_image = stage / "validation" / best.images[best_idx]
         if best_image is not None and best_image.is_file():
             shutil.copy2(best_image, stage / "face_id.png")
