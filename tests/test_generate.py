@@ -177,3 +177,68 @@ def test_generate_function_with_paths(
     out = generate([tpl, tpl], "alice", FAST, generator=gen, on_event=events.append)
     assert len(out) == 2 and np.array_equal(out[0].array, out[1].array)
     assert [e["type"] for e in events].count("portrait") == 2
+
+
+def test_fast_mode_stacks_lcm_lora_and_switches_back_exactly(
+    tiny_model_dir: Path, home: Path, analyzer, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    """Fast mode: LCM scheduler, fewer steps, LCM-LoRA stacked on the user's; off again → bit-identical."""
+    from dataclasses import replace
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from easyphoto.diffusion.models import LCM_ADAPTER, LORA_ADAPTER, ModelCache
+
+    # Stand-in LCM-LoRA weights of the right shapes (real ones: latent-consistency/lcm-lora-sdv1-5).
+    state = load_file(str(home / "users" / "bob" / "lora.safetensors"))
+    lcm = tmp_path / "lcm.safetensors"
+    unet_only = {k: v * -3.0 if "lora_up" in k else v for k, v in state.items() if k.startswith("lora_unet_")}
+    save_file(unet_only, str(lcm))
+
+    plain = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu", dtype="float32")
+    with pytest.raises(ConfigError, match="EASYPHOTO_LCM_LORA"):
+        PortraitGenerator(plain, analyzer, home=home).generate(astronaut, ["alice"], replace(FAST, fast=True))
+    assert plain.lora_path is None and plain.loads == 0, "the config error comes before any loading"
+
+    cache = ModelCache(
+        ModelConfig(base_model=str(tiny_model_dir), lcm_lora=str(lcm)), device="cpu", dtype="float32"
+    )
+    gen = PortraitGenerator(cache, analyzer, home=home)
+    calls: list[tuple[frozenset[str], int]] = []
+    hook = cache.unet.register_forward_pre_hook(
+        lambda m, args: calls.append((frozenset(m.active_adapters()), args[0].shape[0]))
+    )
+    try:
+        normal = gen.generate(astronaut, ["alice"], FAST)
+        n_normal = len(calls)
+        assert {adapters for adapters, _ in calls} == {frozenset({LORA_ADAPTER})}
+        calls.clear()
+        fast_cfg = replace(FAST, fast=True, fast_first_steps=8, fast_second_steps=8)
+        fast = gen.generate(astronaut, ["alice"], fast_cfg)
+        # int(8 × 0.45) + int(8 × 0.35) LCM steps, both LoRAs active, CFG at 1.5 (batch of 2).
+        assert len(calls) == 3 + 2
+        assert {adapters for adapters, _ in calls} == {frozenset({LORA_ADAPTER, LCM_ADAPTER})}
+        assert all(batch == 2 for _, batch in calls)
+        assert not np.array_equal(fast.array, normal.array)
+        assert fast.params["lcm_lora"] == str(lcm) and fast.params["config"]["fast"] is True
+        gen.generate(astronaut, ["bob"], fast_cfg)
+        assert cache.load_count["lcm_lora"] == 1, "the LCM-LoRA is read once"
+        # Switching users under the LCM-LoRA applies the new user's text-encoder LoRA exactly.
+        ids = cache.tokenizer("a photo", return_tensors="pt").input_ids
+        plain.set_lora(home / "users" / "bob" / "lora.safetensors", FAST.lora_weight)
+        with torch.no_grad():
+            torch.testing.assert_close(cache.text_encoder(ids)[0], plain.text_encoder(ids)[0], rtol=0, atol=0)
+        plain.unload_lora()
+        calls.clear()
+        again = gen.generate(astronaut, ["alice"], FAST)
+        assert len(calls) == n_normal
+        assert np.array_equal(again.array, normal.array), "fast mode off must give the normal result exactly"
+    finally:
+        hook.remove()
+    # Unloading removes both LoRAs: the UNet is the base model again.
+    cache.unload_lora()
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(cache.unet(x, 5, cond).sample, plain.unet(x, 5, cond).sample)

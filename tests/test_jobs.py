@@ -50,6 +50,7 @@ def test_build_config_layers_types_and_errors(monkeypatch: pytest.MonkeyPatch) -
     cfg = build_config(TrainConfig, {"rank": 8, "max_steps": 10}, {"rank": "16", "validation_seeds": "1, 2"})
     assert cfg.rank == 16 and cfg.max_steps == 10 and cfg.validation_seeds == (1, 2)
     assert build_config(TrainConfig, {"max_steps": None}).max_steps is None
+    assert build_config(TrainConfig, {"validation_templates": " "}).validation_templates == ()
     assert build_config(GenerateConfig, {"apply_fusion_before": "false"}).apply_fusion_before is False
     with pytest.raises(ConfigError, match="unknown TrainConfig setting 'rnak'"):
         build_config(TrainConfig, {"rnak": 4})
@@ -175,6 +176,8 @@ def test_service_validates_uploads_and_ids(tmp_path: Path) -> None:
         service.submit_train("../evil", [ok])
     with pytest.raises(ConfigError, match="unknown TrainConfig setting"):
         service.submit_train("alice", [ok], {"bogus": 1})
+    with pytest.raises(ConfigError, match="validation_templates names files on the server"):
+        service.submit_train("alice", [ok], {"validation_templates": ["/etc/hostname"]})
     with pytest.raises(UnknownUserError, match="nobody"):
         service.submit_generate(["nobody"], [ok])
     assert service.store.list() == [], "nothing is queued after a refused submission"

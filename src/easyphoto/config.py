@@ -69,12 +69,14 @@ class ModelConfig:
     ``cpu_offload`` (CUDA): keep each model on the CPU until it runs, ~3 GB of VRAM instead of ~5.
     ``vae_tiling``: decode large images in tiles. ``attention_slicing``: slower, less memory (MPS).
     PyTorch's scaled-dot-product attention is always used where available.
+    ``lcm_lora``: LCM-LoRA weights for the fast mode (``GenerateConfig.fast``), e.g.
+    ``latent-consistency/lcm-lora-sdv1-5``, a local folder or ``.safetensors`` file; ``None``: no fast mode.
 
     Environment overrides: ``EASYPHOTO_BASE_MODEL``, ``EASYPHOTO_VAE``, ``EASYPHOTO_DEVICE``,
     ``EASYPHOTO_DTYPE``, ``EASYPHOTO_CONTROLNET_CANNY`` / ``_OPENPOSE`` / ``_COLOR`` / ``_TILE``,
     ``EASYPHOTO_MODEL_CONFIG_DIR`` (local diffusers config folder for single-file checkpoints
     offline), ``EASYPHOTO_SCHEDULER``, ``EASYPHOTO_CPU_OFFLOAD``, ``EASYPHOTO_VAE_TILING``,
-    ``EASYPHOTO_ATTENTION_SLICING``, ``HF_HUB_OFFLINE`` (never try the hub).
+    ``EASYPHOTO_ATTENTION_SLICING``, ``EASYPHOTO_LCM_LORA``, ``HF_HUB_OFFLINE`` (never try the hub).
     """
 
     base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -93,6 +95,7 @@ class ModelConfig:
     vae_tiling: bool = False
     attention_slicing: bool = False
     local_files_only: bool = False
+    lcm_lora: str | None = None
 
 
 _ENV_KEYS: dict[type, dict[str, str]] = {
@@ -110,6 +113,7 @@ _ENV_KEYS: dict[type, dict[str, str]] = {
         "vae_tiling": "EASYPHOTO_VAE_TILING",
         "attention_slicing": "EASYPHOTO_ATTENTION_SLICING",
         "scheduler": "EASYPHOTO_SCHEDULER",
+        "lcm_lora": "EASYPHOTO_LCM_LORA",
         "local_files_only": "HF_HUB_OFFLINE",
     },
 }
@@ -288,6 +292,9 @@ class GenerateConfig:
     ``seed``: ``None`` or negative = random (recorded in the output).
     ``single_user_face``: with one user id and several faces, ``"largest"`` face only, or ``"first"``
     (left-most).
+    ``fast``: sample with the LCM scheduler and the LCM-LoRA (``ModelConfig.lcm_lora``) stacked on the
+    user's, ``fast_first_steps`` / ``fast_second_steps`` steps (× the denoising strengths) at guidance
+    ``fast_guidance_scale`` instead of the numbers above.
     """
 
     lora_weight: float = 0.9
@@ -323,3 +330,7 @@ class GenerateConfig:
     negative_prompt: str = PORTRAIT_NEGATIVE_PROMPT
     seed: int | None = None
     single_user_face: str = "largest"
+    fast: bool = False
+    fast_first_steps: int = 8
+    fast_second_steps: int = 8
+    fast_guidance_scale: float = 1.5

@@ -291,6 +291,8 @@ class PortraitGenerator:
         # diffusers runs int(steps × strength) steps: make sure that is at least one.
         steps = max(int(steps), math.ceil(1.0 / max(strength, 1e-3)))
         pipe = self.cache.inpaint_controlnet(names)
+        if cfg.fast:
+            pipe.scheduler = self.cache.new_scheduler("lcm")
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         h, w = image.shape[:2]
         out = pipe(
@@ -304,7 +306,7 @@ class PortraitGenerator:
             controlnet_conditioning_scale=[float(s) for s in scales] if len(names) > 1 else float(scales[0]),
             num_inference_steps=int(steps),
             strength=float(strength),
-            guidance_scale=float(cfg.guidance_scale),
+            guidance_scale=float(cfg.fast_guidance_scale if cfg.fast else cfg.guidance_scale),
             height=h,
             width=w,
             generator=gen,
@@ -368,13 +370,16 @@ class PortraitGenerator:
 
         if user.lora is not None:
             self.cache.set_lora(user.lora, cfg.lora_weight)
+        self.cache.set_fast(cfg.fast)
+        first_steps = cfg.fast_first_steps if cfg.fast else cfg.first_steps
+        second_steps = cfg.fast_second_steps if cfg.fast else cfg.second_steps
         first = self._diffuse(
             names,
             fused,
             mask1,
             [controls[n] for n in names],
             [weights[n] for n in names],
-            cfg.first_steps,
+            first_steps,
             cfg.first_denoise,
             cfg,
             seed,
@@ -389,7 +394,7 @@ class PortraitGenerator:
         if cfg.apply_fusion_after and cfg.after_fusion_ratio > 0 and found is not None:
             again = fuse_face(first, found, user.ref_image, user.ref_face, cfg.after_fusion_ratio).image
         t = tick("fusion", t)
-        if cfg.second_steps > 0 and cfg.second_denoise > 0:
+        if second_steps > 0 and cfg.second_denoise > 0:
             s = cfg.second_scale
             h, w = again.shape[:2]
             W2, H2 = _round8(w * s), _round8(h * s)
@@ -406,7 +411,7 @@ class PortraitGenerator:
                 mask2,
                 [sec_controls[n] for n in sec_names],
                 [sec_weights[n] for n in sec_names],
-                cfg.second_steps,
+                second_steps,
                 cfg.second_denoise,
                 cfg,
                 seed + 1,
@@ -456,6 +461,7 @@ class PortraitGenerator:
         if not user_ids:
             raise ConfigError("give at least one user id")
         label = template_name or (str(template) if isinstance(template, (str, Path)) else "template")
+        self.cache.set_fast(cfg.fast)  # before any work: a missing LCM-LoRA is a config error
         t_all = time.perf_counter()
         timings: dict[str, float] = {}
         image = template if isinstance(template, np.ndarray) else load_image(template, name=template_name)
@@ -502,6 +508,7 @@ class PortraitGenerator:
                 for n in dict.fromkeys([*cfg.first_controlnets, *cfg.second_controlnets])
             },
             "loras": {u: str(m.lora) for u, m in users.items()},
+            "lcm_lora": self.cache.config.lcm_lora if cfg.fast else None,
             "config": asdict(cfg) | {"seed": seed},
         }
         return Portrait(

@@ -163,7 +163,7 @@ def _coerce_field(cls: type, name: str, hint: Any, value: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce_field(cls, name, inner[0], value)
     if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{label}: expected a list, got {value!r}")
         item_type = args[0] if args else str
@@ -781,6 +781,11 @@ class JobService:
     ) -> Job:
         """Validate the user id, settings and photos, store the photos and queue a training."""
         validate_user_id(user_id)
+        if train and train.get("validation_templates"):
+            raise ConfigError(
+                "validation_templates names files on the server: only the operator may set it "
+                "(EASYPHOTO_TRAIN_DEFAULTS), not a request"
+            )
         tcfg = build_config(TrainConfig, _env_defaults("train"), train)
         pcfg = build_config(PrepareConfig, _env_defaults("prepare"), prepare)
         if _busy_user_job(self.store, user_id):

@@ -130,7 +130,8 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
     tdef = service.defaults("train")
     pdef = service.defaults("prepare")
     gdef = service.defaults("generate")
-    train_names = [f.name for f in fields(TrainConfig)]
+    # Server file paths are the operator's business, not a form field.
+    train_names = [f.name for f in fields(TrainConfig) if f.name != "validation_templates"]
     gen_names = [f.name for f in fields(GenerateConfig)]
 
     def fail(exc: Exception, code: str) -> gr.Error:

@@ -32,6 +32,32 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+# transformers warns on every run that torchvision is absent and it uses the PIL image processor (which is
+# what we want: the pipelines never preprocess images with it).
+logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
+
+
+def quiet_libraries() -> None:
+    """No per-file "Loading weights" bars and no notices about stacking LoRA adapters.
+
+    Set ``EASYPHOTO_VERBOSE=1`` to keep the libraries' own output.
+    """
+    if os.environ.get("EASYPHOTO_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    import warnings
+
+    with contextlib.suppress(ImportError):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r"Already found a `peft_config` attribute")
+    warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")
+
+
 #: ControlNets EasyPhoto knows, by the name stages use, mapped to their :class:`ModelConfig` field.
 CONTROLNET_FIELDS: dict[str, str] = {
     "canny": "controlnet_canny",
@@ -41,10 +67,13 @@ CONTROLNET_FIELDS: dict[str, str] = {
 }
 
 #: Inference schedulers :func:`make_scheduler` builds (DESIGN §4: EasyPhoto samples with DPM++ 2M Karras).
-SCHEDULERS: tuple[str, ...] = ("dpmpp_2m_karras", "dpmpp_2m_sde_karras")
+#: ``lcm`` is the Latent Consistency Model sampler for the fast mode (with an LCM-LoRA, 4–8 steps).
+SCHEDULERS: tuple[str, ...] = ("dpmpp_2m_karras", "dpmpp_2m_sde_karras", "lcm")
 
 #: Adapter name the user LoRA gets inside the UNet / text encoder.
 LORA_ADAPTER = "easyphoto_user"
+#: Adapter name of the LCM-LoRA (fast mode), stacked with the user LoRA.
+LCM_ADAPTER = "easyphoto_lcm"
 
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
 _DTYPES = {
@@ -105,16 +134,32 @@ def make_scheduler(scheduler_config: dict[str, Any], kind: str = "dpmpp_2m_karra
 
     ``dpmpp_2m_karras``: DPM++ 2M with Karras sigmas, deterministic given the initial noise (good quality
     in 20–50 steps). ``dpmpp_2m_sde_karras``: EasyPhoto's sampler, adds seeded noise at every step.
+    ``lcm``: the LCM sampler, for models distilled with latent consistency (an LCM-LoRA), 4–8 steps.
     Schedulers hold per-run state, so each pipeline gets its own.
     """
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers import DPMSolverMultistepScheduler, LCMScheduler
 
     if kind not in SCHEDULERS:
         raise ConfigError(f"scheduler {kind!r} is unknown; choose one of {', '.join(SCHEDULERS)}")
+    if kind == "lcm":
+        return LCMScheduler.from_config(scheduler_config)
     algorithm = "sde-dpmsolver++" if kind == "dpmpp_2m_sde_karras" else "dpmsolver++"
     return DPMSolverMultistepScheduler.from_config(
         scheduler_config, algorithm_type=algorithm, solver_order=2, use_karras_sigmas=True
     )
+
+
+@contextlib.contextmanager
+def _diffusers_errors_only() -> Iterator[None]:
+    """Silence diffusers' warnings for a moment (e.g. "no text-encoder keys" for UNet-only LoRAs)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    before = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(before)
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -183,6 +228,7 @@ class ModelCache:
     def __init__(
         self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
     ) -> None:
+        quiet_libraries()
         self.config = config if config is not None else env_overrides(ModelConfig())
         self.device, self.dtype = pick_device_dtype(
             device if device is not None else self.config.device,
@@ -199,6 +245,9 @@ class ModelCache:
         self._lora_host: StableDiffusionPipeline | None = None
         self._lora_key: tuple[str, float] | None = None
         self.lora_weight: float | None = None
+        self._lcm_loaded = False
+        #: Whether the LCM-LoRA is active (:meth:`set_fast`).
+        self.fast = False
 
     # ------------------------------------------------------------------ sources
     @property
@@ -503,11 +552,13 @@ class ModelCache:
         """Apply a user LoRA (kohya/A1111 or diffusers ``.safetensors``) at ``weight`` to every pipeline.
 
         The file is read once and kept as a separate adapter (the base weights are never changed), so a new
-        weight costs nothing and :meth:`unload_lora` restores the base model exactly. ``path=None`` unloads.
-        Loading a different file replaces the current LoRA. EasyPhoto's default weight is 0.9.
+        weight costs nothing and :meth:`unload_lora` restores the base model exactly. ``path=None`` removes
+        the user LoRA. Loading a different file replaces the current one (the LCM-LoRA of the fast mode
+        stays). EasyPhoto's default weight is 0.9.
         """
         if path is None:
-            self.unload_lora()
+            self._drop_user_lora()
+            self._apply_adapters()
             return
         p = Path(path).expanduser()
         if not p.is_file():
@@ -515,24 +566,98 @@ class ModelCache:
         key = (str(p.resolve()), p.stat().st_mtime)
         host = self._host()
         if self._lora_key != key:
-            self.unload_lora()
+            self._drop_user_lora()
             try:
                 host.load_lora_weights(str(p), adapter_name=LORA_ADAPTER)
             except (ValueError, KeyError, RuntimeError) as exc:
-                self.unload_lora(force=True)
+                self._drop_user_lora(force=True)
+                self._apply_adapters()
                 raise ModelNotFoundError(f"{p}: not a LoRA for this SD1.5 model ({exc})") from exc
             self.load_count["lora"] += 1
             self._lora_key = key
-        host.set_adapters([LORA_ADAPTER], adapter_weights=[float(weight)])
         self.lora_weight = float(weight)
+        self._apply_adapters()
 
-    def unload_lora(self, force: bool = False) -> None:
-        """Remove the user LoRA; the UNet and text encoder are the base modules again (bit-identical)."""
+    def set_fast(self, enabled: bool) -> None:
+        """Stack the LCM-LoRA (``config.lcm_lora``, read once) on the user LoRA, or switch it off.
+
+        With it, sample with ``new_scheduler("lcm")``, 4–8 steps and guidance 1–2.
+        """
+        if not enabled:
+            if self.fast:
+                self.fast = False
+                self._apply_adapters()
+            return
+        src = self.config.lcm_lora
+        if not src:
+            raise ConfigError(
+                "fast mode needs LCM-LoRA weights: set EASYPHOTO_LCM_LORA (ModelConfig.lcm_lora) to "
+                "latent-consistency/lcm-lora-sdv1-5, a local folder or a .safetensors file"
+            )
+        if not self._lcm_loaded:
+            host = self._host()
+            hint = (
+                f"download it with `huggingface-cli download {src}` or pass a local folder or "
+                ".safetensors file with EASYPHOTO_LCM_LORA"
+            )
+            path = Path(src).expanduser()
+            if _looks_like_path(src) and not path.exists():
+                raise ModelNotFoundError(f"LCM-LoRA {src!r} does not exist; {hint}")
+            kw: dict[str, Any] = {} if path.exists() else {"local_files_only": self._lfo()}
+            where = str(path) if path.exists() else src
+            with _explain_missing("LCM-LoRA", src, hint), _diffusers_errors_only():
+                try:
+                    host.load_lora_weights(where, adapter_name=LCM_ADAPTER, **kw)
+                except (ValueError, KeyError, RuntimeError) as exc:
+                    with contextlib.suppress(ValueError, KeyError, RuntimeError):
+                        host.delete_adapters(LCM_ADAPTER)
+                    raise ModelNotFoundError(f"{src}: not an LCM-LoRA for this SD1.5 model ({exc})") from exc
+            self.load_count["lcm_lora"] += 1
+            self._lcm_loaded = True
+        self.fast = True
+        self._apply_adapters()
+
+    def _drop_user_lora(self, force: bool = False) -> None:
         if (self._lora_key is None and not force) or self._base is None:
             return
-        self._host().unload_lora_weights()
+        host = self._host()
+        if self._lcm_loaded:
+            with contextlib.suppress(ValueError, KeyError):
+                host.delete_adapters(LORA_ADAPTER)
+        else:
+            host.unload_lora_weights()
         self._lora_key = None
         self.lora_weight = None
+
+    def _apply_adapters(self) -> None:
+        """Activate the loaded adapters that are switched on; none on → the exact base model."""
+        if self._base is None or (self._lora_key is None and not self._lcm_loaded):
+            return
+        names, weights = [], []
+        if self._lora_key is not None:
+            names.append(LORA_ADAPTER)
+            weights.append(float(self.lora_weight if self.lora_weight is not None else 1.0))
+        if self.fast and self._lcm_loaded:
+            names.append(LCM_ADAPTER)
+            weights.append(1.0)
+        host = self._host()
+        if names:
+            host.enable_lora()
+            host.set_adapters(names, adapter_weights=weights)
+        else:
+            host.disable_lora()
+
+    def unload_lora(self, force: bool = False) -> None:
+        """Remove every LoRA (user and LCM); the UNet and text encoder are the base modules again."""
+        if (self._lora_key is None and not self._lcm_loaded and not force) or self._base is None:
+            return
+        host = self._host()
+        host.enable_lora()
+        host.unload_lora_weights()
+        self._lora_key = None
+        self.lora_weight = None
+        self._lcm_loaded = False
+        self.fast = False
 
     @property
     def lora_path(self) -> str | None:
@@ -545,6 +670,8 @@ class ModelCache:
         self._lora_host = None
         self._lora_key = None
         self.lora_weight = None
+        self._lcm_loaded = False
+        self.fast = False
         self._controlnets.clear()
         self._base = None
         self._noise_scheduler = None
@@ -574,6 +701,7 @@ def check_control_inputs(names: Sequence[str], images: Sequence[Any], scales: Se
 
 __all__ = [
     "CONTROLNET_FIELDS",
+    "LCM_ADAPTER",
     "LORA_ADAPTER",
     "SCHEDULERS",
     "ModelCache",
