@@ -10,7 +10,7 @@ import pytest
 
 from easyphoto.errors import NoFaceError
 from easyphoto.face.analyzer import face_distance
-from easyphoto.face.fusion import forehead_points, fuse_face, swap_faces
+from easyphoto.face.fusion import forehead_arc, fuse_face, swap_faces
 from easyphoto.face.keypoints import (
     estimate_similarity,
     face_keypoints_image,
@@ -153,7 +153,7 @@ def test_fusion_touches_only_the_face_region(analyzer, astronaut) -> None:
     # Inside the box too, everything beyond the (dilated) face hull is untouched.
     lm = face.landmarks
     hull = np.zeros(canvas.shape[:2], np.uint8)
-    pts = np.vstack([lm, forehead_points(lm)]).astype(np.int32)
+    pts = np.vstack([lm, forehead_arc(lm)]).astype(np.int32)
     cv2.fillPoly(hull, [cv2.convexHull(pts)], 1)
     far = cv2.dilate(hull, np.ones((15, 15), np.uint8)) == 0
     assert np.array_equal(result.image[far], canvas[far])

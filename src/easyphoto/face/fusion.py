@@ -43,6 +43,8 @@ import numpy as np
 
 from ..errors import NoFaceError
 from .color import lab_stats, lab_to_rgb, rgb_to_lab, transfer_lab
+from .geometry import box_size, points_box, similarity_transform, transform_points
+from .masks import grow_mask, polygon_mask
 
 MaskMode = Literal["forehead", "hull"]
 MouthMode = Literal["auto", "source", "template"]
@@ -122,13 +124,7 @@ def _face_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, flo
     return eye_mid, right, up, h
 
 
-def _face_size(lm: np.ndarray) -> float:
-    x0, y0 = lm.min(axis=0)
-    x1, y1 = lm.max(axis=0)
-    return float(0.5 * ((x1 - x0) + (y1 - y0)))
-
-
-def forehead_points(landmarks: np.ndarray, height: float = FOREHEAD_HEIGHT, n: int = 7) -> np.ndarray:
+def forehead_arc(landmarks: np.ndarray, height: float = FOREHEAD_HEIGHT, n: int = 7) -> np.ndarray:
     """``n`` points on an arc over the forehead, from the 68 landmarks (image-right to image-left).
 
     The arc is half an ellipse through the jaw's ends at eye height, reaching ``height`` × the
@@ -144,17 +140,6 @@ def forehead_points(landmarks: np.ndarray, height: float = FOREHEAD_HEIGHT, n: i
     ry = max(brow_top, 0.0) + height * h
     t = np.linspace(0.0, np.pi, n + 2)[1:-1]
     return centre + np.outer(rx * np.cos(t), right) + np.outer(ry * np.sin(t), up)
-
-
-def _similarity_lstsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2×3 similarity (rotation, uniform scale, shift; no reflection) mapping ``src`` to ``dst``."""
-    from .keypoints import estimate_similarity
-
-    return estimate_similarity(src, dst)
-
-
-def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ m[:, :2].T + m[:, 2]
 
 
 _MIRROR = np.array(
@@ -287,28 +272,15 @@ def _sample(source: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, scale: flo
 
 def _poly_mask(shape: tuple[int, int], pts: np.ndarray, *, hull: bool = True) -> np.ndarray:
     """Filled polygon (convex hull of ``pts`` if ``hull``) as a float32 0/1 mask."""
-    mask = np.zeros(shape, dtype=np.uint8)
-    p = np.round(pts * 16).astype(np.int32)
-    if hull:
-        p = cv2.convexHull(p)
-    cv2.fillPoly(mask, [p.reshape(-1, 1, 2)], 1, cv2.LINE_8, 4)
-    return mask.astype(np.float32)
+    return polygon_mask(pts, shape, convex=hull).astype(np.float32) / 255.0
 
 
 def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
-    r = int(round(radius))
-    if r < 1:
-        return mask
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    return cv2.erode(mask, k)
+    return grow_mask(mask, -radius)
 
 
 def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    r = int(round(radius))
-    if r < 1:
-        return mask
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    return cv2.dilate(mask, k)
+    return grow_mask(mask, radius)
 
 
 def _blur(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -424,17 +396,17 @@ def fuse_face(
         source = np.ascontiguousarray(source[:, ::-1])
         lm_s = _mirror_landmarks(lm_s, source.shape[1])
         flipped = True
-    size_t, size_s = _face_size(lm_t), _face_size(lm_s)
-    fh_t, fh_s = forehead_points(lm_t), forehead_points(lm_s)
+    size_t, size_s = box_size(points_box(lm_t)), box_size(points_box(lm_s))
+    fh_t, fh_s = forehead_arc(lm_t), forehead_arc(lm_s)
     # Morph target: the template's outline (jaw, forehead) with the inner features moved toward the
     # source's proportions (similarity-aligned), by ``ratio``. Both faces are warped to this shape, so
     # lips and eyes coincide at every ratio (no doubled mouth) and at ratio 1 the features keep the
     # source's geometry, which carries much of the identity. The move is shortened until no triangle
     # folds over (different poses would otherwise tear the face).
     ctl_t, ctl_s = np.vstack([lm_t, fh_t]), np.vstack([lm_s, fh_s])
-    sim_st = _similarity_lstsq(lm_s[_INNER], lm_t[_INNER])
+    sim_st = similarity_transform(lm_s[_INNER], lm_t[_INNER])
     shift = np.zeros_like(ctl_t)
-    shift[_INNER] = _apply(sim_st, lm_s[_INNER]) - lm_t[_INNER]
+    shift[_INNER] = transform_points(sim_st, lm_s[_INNER], np.float64) - lm_t[_INNER]
     steps = _safe_morph_steps(ctl_t, shift, ratio)
     strength = float(steps[_INNER].mean())
     ctl_m = ctl_t + steps[:, None] * shift
@@ -458,9 +430,9 @@ def fuse_face(
         [[-1, -1], [cw / 2, -1], [cw, -1], [cw, ch / 2], [cw, ch], [cw / 2, ch], [-1, ch], [-1, ch / 2]],
         dtype=np.float64,
     )
-    sim = _similarity_lstsq(ctl_mc, ctl_s)
+    sim = similarity_transform(ctl_mc, ctl_s)
     pwa = _PiecewiseAffine(np.vstack([ctl_mc, border]), shape)
-    map_x, map_y = pwa.map(np.vstack([ctl_s, _apply(sim, border)]), sim)
+    map_x, map_y = pwa.map(np.vstack([ctl_s, transform_points(sim, border, np.float64)]), sim)
     warped = _sample(source, map_x, map_y, size_s / max(size_t, 1.0))
     ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     tmap_x, tmap_y = pwa.map(np.vstack([ctl_t - off, border]), ident)
@@ -617,7 +589,7 @@ __all__ = [
     "FusionResult",
     "MaskMode",
     "MouthMode",
-    "forehead_points",
+    "forehead_arc",
     "fuse_face",
     "swap_faces",
 ]

@@ -131,12 +131,12 @@ def points_box(points: np.ndarray) -> Box:
 # ---------------------------------------------------------------------------------------- transforms
 
 
-def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a ``2×3`` transform to ``N×2`` points; returns float32 ``N×2``."""
+def transform_points(matrix: np.ndarray, points: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Apply a ``2×3`` transform to ``N×2`` points (computed in float64); returns ``dtype`` ``N×2``."""
     m = np.asarray(matrix, dtype=np.float64)
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     out = pts @ m[:, :2].T + m[:, 2]
-    return out.astype(np.float32)
+    return out.astype(dtype, copy=False)
 
 
 def invert_transform(matrix: np.ndarray) -> np.ndarray:

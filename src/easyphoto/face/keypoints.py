@@ -17,43 +17,24 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .geometry import similarity_transform
+from .geometry import transform_points as _transform
+
 #: Dot radius in pixels, as ControlNet's openpose face annotator draws at 512 px.
 DOT_RADIUS = 3
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) from ``src`` to ``dst``.
+    """Least-squares similarity from ``src`` to ``dst`` (Umeyama; see ``geometry.similarity_transform``).
 
-    Umeyama's closed form; a reflection is never returned (the sign of the smallest singular value
-    is flipped instead). Returns a 2×3 matrix ``M`` with ``dst ≈ src @ M[:, :2].T + M[:, 2]``.
+    A 2×3 matrix ``M`` with ``dst ≈ src @ M[:, :2].T + M[:, 2]``; never a reflection.
     """
-    s = np.asarray(src, dtype=np.float64).reshape(-1, 2)
-    d = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
-    if s.shape != d.shape or len(s) < 2:
-        raise ValueError(f"need two matching sets of ≥ 2 points, got {s.shape} and {d.shape}")
-    mu_s, mu_d = s.mean(axis=0), d.mean(axis=0)
-    sc, dc = s - mu_s, d - mu_d
-    var_s = float((sc**2).sum() / len(s))
-    if var_s < 1e-12:
-        raise ValueError("source points are all at one place: no transform is defined")
-    cov = dc.T @ sc / len(s)
-    u, sig, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1.0
-    rot = u @ e @ vt
-    scale = float(np.trace(np.diag(sig) @ e)) / var_s
-    m = np.empty((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
+    return similarity_transform(src, dst)
 
 
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 2×3 affine ``matrix`` to ``N×2`` points."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    m = np.asarray(matrix, dtype=np.float64)
-    return p @ m[:, :2].T + m[:, 2]
+    """Apply a 2×3 affine ``matrix`` to ``N×2`` points (float64)."""
+    return _transform(matrix, points, np.float64)
 
 
 def _points(face: Any, attr: str, n: int) -> np.ndarray:
