@@ -320,3 +320,33 @@ def test_validation_template_without_face_fails_before_training(
         train("bob", dataset, cfg, cache=_cache(tiny_model_dir), on_event=events.append, home=tmp_path)
     assert not any(e["type"] == "step" for e in events)
     assert not (tmp_path / "users" / "bob").exists()
+
+
+def test_non_square_photos_are_encoded_once_and_cropped_in_latent_space(
+    tiny_model_dir: Path, dataset: Path
+) -> None:
+    data = load_training_data(dataset)
+    data.images = [np.concatenate([data.images[0], data.images[1][:, :40]], axis=1)]  # 64×104
+    data.captions = data.captions[:1]
+    cfg = TrainConfig(resolution=64, rank=4, alpha=4, grad_accum=1, random_flip=False)
+    trainer = LoraTrainer(_cache(tiny_model_dir), data, cfg)
+    try:
+        calls = []
+        hook = trainer.vae.encoder.register_forward_hook(lambda *a: calls.append(1))
+        crops = [trainer.sample_batch()["latents"] for _ in range(12)]
+        hook.remove()
+        assert len(calls) == 1, "one VAE pass per (photo, flip), not per step"
+        assert all(c.shape == (1, 4, 8, 8) for c in crops)
+        mean, _ = trainer._latent_cache[(0, False)]
+        assert tuple(mean.shape[-2:]) == (8, 13)  # the whole 64×104 photo, cropped per sample
+        offsets = set()
+        for _ in range(12):
+            crop, _ = trainer._latent_dist(0, False)
+            matches = [x for x in range(6) if torch.equal(crop, mean[..., :, x : x + 8])]
+            assert len(matches) >= 1, "a crop is an 8×8 window of the cached latents"
+            offsets.add(matches[0])
+        assert len(offsets) > 1, "crops move across the photo"
+        with pytest.raises(ConfigError, match="multiple of 8"):
+            LoraTrainer(_cache(tiny_model_dir), data, TrainConfig(resolution=100))
+    finally:
+        trainer.remove_adapters()

@@ -153,6 +153,8 @@ class LoraTrainer:
 
         from .diffusion.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS
 
+        if config.resolution < 64 or config.resolution % 8:
+            raise ConfigError(f"resolution must be a multiple of 8 and ≥ 64, got {config.resolution}")
         self.cache = cache
         self.data = data
         self.config = config
@@ -210,7 +212,8 @@ class LoraTrainer:
         groups = [{"params": unet_params, "lr": config.learning_rate}]
         if te_params:
             groups.append({"params": te_params, "lr": config.learning_rate * config.text_encoder_lr_ratio})
-        optimizer_cls = torch.optim.AdamW
+        optimizer_cls: Any = torch.optim.AdamW
+        optimizer_kw: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
         if config.use_8bit_adam:
             if device.type != "cuda":
                 raise ConfigError("use_8bit_adam needs a CUDA GPU (bitsandbytes)")
@@ -218,8 +221,8 @@ class LoraTrainer:
                 import bitsandbytes as bnb
             except ImportError:
                 raise ConfigError("use_8bit_adam needs `pip install bitsandbytes`") from None
-            optimizer_cls = bnb.optim.AdamW8bit
-        self.optimizer = optimizer_cls(groups, weight_decay=config.weight_decay)
+            optimizer_cls, optimizer_kw = bnb.optim.AdamW8bit, {}
+        self.optimizer = optimizer_cls(groups, weight_decay=config.weight_decay, **optimizer_kw)
         self.unet.train()
         self.text_encoder.train(config.train_text_encoder)
         self.unet, self.text_encoder, self.optimizer = self.accelerator.prepare(
@@ -299,40 +302,41 @@ class LoraTrainer:
         te.requires_grad_(False)
 
     # -- data ------------------------------------------------------------------------------------
-    def _pixels(self, image: np.ndarray, flip: bool) -> tuple[Any, bool]:
-        """Resize the short side to the resolution, random-crop, flip; returns (tensor, cacheable)."""
+    def _pixels(self, image: np.ndarray, flip: bool) -> Any:
+        """The image with its short side resized to the resolution (and mirrored), as a [-1, 1] tensor."""
         import cv2
         import torch
 
         res = self.config.resolution
         h, w = image.shape[:2]
         scale = res / min(h, w)
-        if (h, w) != (res, res):
+        if min(h, w) != res:
             size = (max(res, round(w * scale)), max(res, round(h * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        h, w = image.shape[:2]
-        y = int(self.rng.integers(0, h - res + 1))
-        x = int(self.rng.integers(0, w - res + 1))
-        crop = image[y : y + res, x : x + res]
         if flip:
-            crop = crop[:, ::-1]
-        t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 127.5 - 1.0
-        return t, (h, w) == (res, res)
+            image = image[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
 
     def _latent_dist(self, index: int, flip: bool) -> tuple[Any, Any]:
-        """Mean and std of the VAE posterior for one image (cached when the crop is deterministic)."""
+        """Mean and std of the VAE posterior of a random ``resolution``² crop of one image.
+
+        The whole resized image is encoded once per (image, flip) and cropped in latent space (8 px
+        steps), so non-square datasets do not pay a VAE pass per step.
+        """
         import torch
 
         key = (index, flip)
-        if key in self._latent_cache:
-            return self._latent_cache[key]
-        pixels, cacheable = self._pixels(self.data.images[index], flip)
-        with torch.no_grad():
-            dist = self.vae.encode(pixels[None].to(self.vae.device, self.vae.dtype)).latent_dist
-        out = (dist.mean.float(), dist.std.float())
-        if cacheable:
-            self._latent_cache[key] = out
-        return out
+        if key not in self._latent_cache:
+            pixels = self._pixels(self.data.images[index], flip)
+            with torch.no_grad():
+                dist = self.vae.encode(pixels[None].to(self.vae.device, self.vae.dtype)).latent_dist
+            self._latent_cache[key] = (dist.mean.float(), dist.std.float())
+        mean, std = self._latent_cache[key]
+        side = self.config.resolution // 8
+        lh, lw = mean.shape[-2:]
+        y = int(self.rng.integers(0, lh - side + 1))
+        x = int(self.rng.integers(0, lw - side + 1))
+        return mean[..., y : y + side, x : x + side], std[..., y : y + side, x : x + side]
 
     def _tokens(self, caption: str) -> Any:
         if caption not in self._token_cache:
