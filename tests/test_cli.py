@@ -121,6 +121,7 @@ def test_train_then_generate_from_the_command_line(
     res = run_cli(
         "generate", "--user-id", "obama", "--template", str(template), "--out", str(out), "--seed", "3",
         *tiny, "--first-steps", "3", "--second-steps", "2", "--short-side", "96", "--json",
+        "--save-intermediates",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(res.stdout)
@@ -133,3 +134,10 @@ def test_train_then_generate_from_the_command_line(
         assert img.size == tpl.size
     params = read_png_params(png)
     assert params["seed"] == 3 and params["user_ids"] == ["obama"]
+    steps = sorted(p.name for p in Path(result["intermediates"]).iterdir())
+    assert steps[0] == "00_face0_crop.png" and steps[-1].endswith("_face0_result.png")
+    assert {"face0_fused", "face0_canny", "face0_openpose", "face0_first", "face0_second"} <= {
+        s[3:-4] for s in steps
+    }
+    with Image.open(Path(result["intermediates"]) / "00_face0_crop.png") as crop:
+        assert min(crop.size) == 96

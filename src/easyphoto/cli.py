@@ -306,6 +306,13 @@ def generate(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float16, bfloat16, float32.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    save_intermediates: Annotated[
+        bool,
+        typer.Option(
+            "--save-intermediates",
+            help="Also write each face's stages (fused crop, controls, masks, passes) to OUT/<name>-steps/.",
+        ),
+    ] = False,
 ) -> None:
     """Paint trained users into template photos (two diffusion passes); writes PNGs with their settings."""
     from .config import GenerateConfig
@@ -333,7 +340,9 @@ def generate(
     failed = 0
     for path in template:
         try:
-            portrait = gen.generate(path, user_id, cfg, template_name=str(path))
+            portrait = gen.generate(
+                path, user_id, cfg, template_name=str(path), keep_intermediates=save_intermediates
+            )
         except EasyPhotoError as exc:
             failed += 1
             _err(str(exc))
@@ -341,6 +350,9 @@ def generate(
             continue
         target = out / f"{path.stem}-{'-'.join(u for u in user_id if u.lower() != 'none')}.png"
         portrait.save(target)
+        steps_dir = target.with_name(target.stem + "-steps")
+        if save_intermediates:
+            portrait.save_intermediates(steps_dir)
         scores = [
             {"face": s.face_index, "user_id": s.user_id, "similarity": s.similarity} for s in portrait.scores
         ]
@@ -351,6 +363,7 @@ def generate(
                 "scores": scores,
                 "seed": portrait.params["seed"],
                 "seconds": portrait.timings.get("total"),
+                **({"intermediates": str(steps_dir)} if save_intermediates else {}),
             }
         )
         if not as_json:

@@ -62,6 +62,8 @@ class Portrait:
     scores: list[FaceScore]
     params: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    #: Each face's stages (``face0_fused``, ``face0_canny``, ``face0_first``, …) when asked for.
+    intermediates: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def image(self):
@@ -83,6 +85,12 @@ class Portrait:
             "Software": "easyphoto",
         }
         return save_png(self.array, path, text=text)
+
+    def save_intermediates(self, folder: str | Path) -> list[Path]:
+        """Write the stage images (``generate(..., keep_intermediates=True)``) as numbered PNGs."""
+        folder = Path(folder)
+        items = enumerate(self.intermediates.items())
+        return [save_png(img, folder / f"{i:02d}_{name}.png") for i, (name, img) in items]
 
 
 def read_png_params(path: str | Path) -> dict[str, Any]:
@@ -331,8 +339,13 @@ class PortraitGenerator:
         cfg: GenerateConfig,
         seed: int,
         timings: dict[str, float],
+        keep: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, float]:
-        """Repaint one template face with one user's identity; returns (new template, similarity)."""
+        """Repaint one template face with one user's identity; returns (new template, similarity).
+
+        ``keep``: when given, receives the stage images (crop, fused, controls, masks, each pass).
+        """
+        keep = keep if keep is not None else {}
         import cv2
 
         from .diffusion.controls import canny_image, color_image, tile_image
@@ -367,6 +380,7 @@ class PortraitGenerator:
         names = list(cfg.first_controlnets)
         weights = {"canny": cfg.canny_weight, "openpose": cfg.openpose_weight, "color": cfg.color_weight}
         t = tick("controls", t)
+        keep.update(crop=base, fused=fused, mask=mask1, **{n: controls[n] for n in names})
 
         if user.lora is not None:
             self.cache.set_lora(user.lora, cfg.lora_weight)
@@ -385,6 +399,7 @@ class PortraitGenerator:
             seed,
         )
         t = tick("first_diffusion", t)
+        keep["first"] = first
         if cfg.color_shift_middle:
             first = reinhard_face(first, base, mask1)
 
@@ -405,6 +420,7 @@ class PortraitGenerator:
             sec_controls = {"canny": canny_image(big, cfg.canny_low, cfg.canny_high), "tile": tile_image(big)}
             sec_weights = {"canny": cfg.second_canny_weight, "tile": cfg.tile_weight}
             t = tick("controls", t)
+            keep.update(fused_again=again, refine_mask=mask2)
             second = self._diffuse(
                 sec_names,
                 big,
@@ -420,6 +436,7 @@ class PortraitGenerator:
                 cv2.resize(second, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W2, H2) else second
             )
             t = tick("second_diffusion", t)
+            keep["second"] = refined
         else:
             refined = again
         if cfg.color_shift_last:
@@ -438,6 +455,7 @@ class PortraitGenerator:
         patch = template[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(patch * (1 - alpha) + region * alpha + 0.5, 0, 255).astype(np.uint8)
         t = tick("paste_back", t)
+        keep["result"] = out[y0:y1, x0:x1]
 
         # Score the new face (in the crop region) against the user.
         score = 0.0
@@ -455,6 +473,7 @@ class PortraitGenerator:
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         template_name: str | None = None,
+        keep_intermediates: bool = False,
     ) -> Portrait:
         """One portrait from one template (see :func:`generate`)."""
         cfg = config or GenerateConfig()
@@ -488,12 +507,16 @@ class PortraitGenerator:
         )
         out = image
         scores: list[FaceScore] = []
+        intermediates: dict[str, np.ndarray] = {}
         for i, (face, uid) in enumerate(zip(faces, ids, strict=False)):
             if uid.lower() == SKIP:
                 continue
             if on_event:
                 on_event({"type": "face", "face_index": i, "user_id": uid, "faces": len(faces)})
-            out, score = self.face(out, face, users[uid], cfg, seed + 1000 * i, timings)
+            stages: dict[str, np.ndarray] = {}
+            out, score = self.face(out, face, users[uid], cfg, seed + 1000 * i, timings, stages)
+            if keep_intermediates:
+                intermediates.update({f"face{i}_{k}": v for k, v in stages.items()})
             scores.append(
                 FaceScore(i, uid, round(float(score), 4), tuple(round(float(v), 1) for v in face.box))
             )
@@ -512,7 +535,11 @@ class PortraitGenerator:
             "config": asdict(cfg) | {"seed": seed},
         }
         return Portrait(
-            array=out, scores=scores, params=params, timings={k: round(v, 3) for k, v in timings.items()}
+            array=out,
+            scores=scores,
+            params=params,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            intermediates=intermediates,
         )
 
 
@@ -525,6 +552,7 @@ def generate(
     model_config: ModelConfig | None = None,
     home: Path | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    keep_intermediates: bool = False,
 ) -> list[Portrait]:
     """Paint trained users into template photos.
 
@@ -537,6 +565,7 @@ def generate(
         model_config: base model / ControlNets to load when no ``generator`` is given.
         home: ``EASYPHOTO_HOME`` override.
         on_event: progress callback (``{"type": "face", …}`` per face, ``"portrait"`` per template).
+        keep_intermediates: fill :attr:`Portrait.intermediates` with every face's stage images.
 
     Returns:
         One :class:`Portrait` per template, at the template's size.
@@ -549,7 +578,7 @@ def generate(
         templates = list(template)
     out = []
     for i, tpl in enumerate(templates):
-        portrait = gen.generate(tpl, ids, config, on_event=on_event)
+        portrait = gen.generate(tpl, ids, config, on_event=on_event, keep_intermediates=keep_intermediates)
         out.append(portrait)
         if on_event:
             on_event({"type": "portrait", "index": i, "scores": [asdict(s) for s in portrait.scores]})
