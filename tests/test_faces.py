@@ -236,3 +236,18 @@ def test_tiny_aligned_face(faces_dir: Path, analyzer: ep.FaceAnalyzer) -> None:
     faces = analyzer.detect(image)
     assert len(faces) == 1
     _check_geometry(faces[0], image.shape)
+
+
+def test_find_near_redetects_a_known_face_cheaply(analyzer, astronaut) -> None:
+    """After repainting, the face is searched only around where it was (HOG on a ~160 px face)."""
+    face = analyzer.largest(astronaut)
+    again = analyzer.find_near(astronaut, face.box)
+    assert again is not None
+    ix0, iy0 = max(face.box[0], again.box[0]), max(face.box[1], again.box[1])
+    ix1, iy1 = min(face.box[2], again.box[2]), min(face.box[3], again.box[3])
+    inter = max(0.0, ix1 - ix0) * max(0.0, iy1 - iy0)
+    union = face.area + again.area - inter
+    assert inter / union > 0.6
+    assert np.abs(again.landmarks - face.landmarks).max() < 0.1 * face.size
+    assert analyzer.find_near(astronaut, (400.0, 380.0, 500.0, 480.0)) is None, "no face down there"
+    assert analyzer.find_near(np.full((300, 300, 3), 120, np.uint8), (100.0, 100.0, 200.0, 200.0)) is None

@@ -405,7 +405,7 @@ class PortraitGenerator:
 
         # Second pass: fuse again, refine at a higher resolution.
         again = first
-        found = self.analyzer.largest(first, fallback=False)
+        found = self.analyzer.find_near(first, crop.face.box)  # the face is where it was: search there
         if cfg.apply_fusion_after and cfg.after_fusion_ratio > 0 and found is not None:
             again = fuse_face(first, found, user.ref_image, user.ref_face, cfg.after_fusion_ratio).image
         t = tick("fusion", t)
@@ -459,7 +459,7 @@ class PortraitGenerator:
 
         # Score the new face (in the crop region) against the user.
         score = 0.0
-        new_face = self.analyzer.largest(out[y0:y1, x0:x1], fallback=False)
+        new_face = self.analyzer.find_near(out, face.box)
         if new_face is not None:
             score = similarity(new_face, user.embedding)
         tick("score", t)
