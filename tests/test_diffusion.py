@@ -290,6 +290,49 @@ def test_lora_load_weight_and_unload_restores_base_exactly(cache, tiny_model_dir
     assert cache.load_count["unet"] == base_loads
 
 
+def test_lora_cache_keeps_recent_users_and_evicts_the_oldest(tiny_model_dir, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    cache = ModelCache(
+        ModelConfig(base_model=str(tiny_model_dir), lora_cache_size=2), device="cpu", dtype="float32"
+    )
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, 32, generator=g)
+
+    def out() -> torch.Tensor:
+        with torch.no_grad():
+            return cache.unet(x, 10, cond).sample
+
+    base = out()
+    files = []
+    for i in range(3):  # three random "users" for the tiny UNet (diffusers-format LoRA keys)
+        state = {}
+        for name, mod in cache.unet.named_modules():
+            if name.endswith(("attn1.to_q", "attn2.to_v")):
+                gi = torch.Generator().manual_seed(10 + i)
+                state[f"unet.{name}.lora_A.weight"] = torch.randn(2, mod.in_features, generator=gi) * 0.3
+                state[f"unet.{name}.lora_B.weight"] = torch.randn(mod.out_features, 2, generator=gi) * 0.3
+        files.append(tmp_path / f"user{i}.safetensors")
+        save_file(state, str(files[-1]))
+    outs = []
+    for f in files[:2]:
+        cache.set_lora(f, 1.0)
+        outs.append(out())
+    assert not torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], base)
+    cache.set_lora(files[0], 1.0)  # still loaded: no read, same output
+    assert cache.load_count["lora"] == 2 and torch.equal(out(), outs[0])
+    cache.set_lora(files[2], 1.0)  # third user: the least recently used (user1) is dropped
+    assert cache.load_count["lora"] == 3
+    cache.set_lora(files[0], 1.0)
+    assert cache.load_count["lora"] == 3 and torch.equal(out(), outs[0])
+    cache.set_lora(files[1], 1.0)
+    assert cache.load_count["lora"] == 4 and torch.equal(out(), outs[1])
+    cache.set_lora(None)
+    assert torch.equal(out(), base), "no user LoRA active: the exact base model"
+    cache.unload_lora()
+    assert torch.equal(out(), base)
+
+
 def test_missing_lora_file_is_a_clear_error(cache, tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         cache.set_lora(tmp_path / "nobody.safetensors", 0.9)

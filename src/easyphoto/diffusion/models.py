@@ -11,7 +11,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -70,7 +70,7 @@ CONTROLNET_FIELDS: dict[str, str] = {
 #: ``lcm`` is the Latent Consistency Model sampler for the fast mode (with an LCM-LoRA, 4–8 steps).
 SCHEDULERS: tuple[str, ...] = ("dpmpp_2m_karras", "dpmpp_2m_sde_karras", "lcm")
 
-#: Adapter name the user LoRA gets inside the UNet / text encoder.
+#: Prefix of the adapter names user LoRAs get inside the UNet / text encoder (``easyphoto_user_3``).
 LORA_ADAPTER = "easyphoto_user"
 #: Adapter name of the LCM-LoRA (fast mode), stacked with the user LoRA.
 LCM_ADAPTER = "easyphoto_lcm"
@@ -245,6 +245,9 @@ class ModelCache:
         self._lora_host: StableDiffusionPipeline | None = None
         self._lora_key: tuple[str, float] | None = None
         self.lora_weight: float | None = None
+        #: Loaded user LoRAs, least recently used first: (path, mtime) → adapter name.
+        self._user_adapters: OrderedDict[tuple[str, float], str] = OrderedDict()
+        self._adapter_serial = 0
         self._lcm_loaded = False
         #: Whether the LCM-LoRA is active (:meth:`set_fast`).
         self.fast = False
@@ -551,32 +554,54 @@ class ModelCache:
     def set_lora(self, path: str | Path | None, weight: float = 0.9) -> None:
         """Apply a user LoRA (kohya/A1111 or diffusers ``.safetensors``) at ``weight`` to every pipeline.
 
-        The file is read once and kept as a separate adapter (the base weights are never changed), so a new
-        weight costs nothing and :meth:`unload_lora` restores the base model exactly. ``path=None`` removes
-        the user LoRA. Loading a different file replaces the current one (the LCM-LoRA of the fast mode
-        stays). EasyPhoto's default weight is 0.9.
+        Each file is read once and kept as its own adapter (the base weights are never changed): a new
+        weight costs nothing, switching back to one of the last ``config.lora_cache_size`` users costs
+        no file read, and :meth:`unload_lora` restores the base model exactly. ``path=None`` removes the
+        user LoRAs. The LCM-LoRA of the fast mode stays as it is. EasyPhoto's default weight is 0.9.
         """
         if path is None:
-            self._drop_user_lora()
-            self._apply_adapters()
+            if self._lcm_loaded:
+                for key in list(self._user_adapters):
+                    self._delete_user_adapter(key)
+                self._apply_adapters()
+            else:
+                self.unload_lora()
             return
         p = Path(path).expanduser()
         if not p.is_file():
             raise ModelNotFoundError(f"LoRA file {str(p)!r} does not exist (train the user first)")
         key = (str(p.resolve()), p.stat().st_mtime)
         host = self._host()
-        if self._lora_key != key:
-            self._drop_user_lora()
+        if key in self._user_adapters:
+            self._user_adapters.move_to_end(key)
+        else:
+            for old in [k for k in self._user_adapters if k[0] == key[0]]:  # the file was rewritten
+                self._delete_user_adapter(old)
+            self._adapter_serial += 1
+            name = f"{LORA_ADAPTER}_{self._adapter_serial}"
             try:
-                host.load_lora_weights(str(p), adapter_name=LORA_ADAPTER)
+                host.load_lora_weights(str(p), adapter_name=name)
             except (ValueError, KeyError, RuntimeError) as exc:
-                self._drop_user_lora(force=True)
+                with contextlib.suppress(ValueError, KeyError, RuntimeError):
+                    host.delete_adapters(name)
+                self._lora_key = None
                 self._apply_adapters()
                 raise ModelNotFoundError(f"{p}: not a LoRA for this SD1.5 model ({exc})") from exc
             self.load_count["lora"] += 1
-            self._lora_key = key
+            self._user_adapters[key] = name
+            while len(self._user_adapters) > max(1, int(self.config.lora_cache_size)):
+                self._delete_user_adapter(next(iter(self._user_adapters)))
+        self._lora_key = key
         self.lora_weight = float(weight)
         self._apply_adapters()
+
+    def _delete_user_adapter(self, key: tuple[str, float]) -> None:
+        name = self._user_adapters.pop(key)
+        with contextlib.suppress(ValueError, KeyError):
+            self._host().delete_adapters(name)
+        if self._lora_key == key:
+            self._lora_key = None
+            self.lora_weight = None
 
     def set_fast(self, enabled: bool) -> None:
         """Stack the LCM-LoRA (``config.lcm_lora``, read once) on the user LoRA, or switch it off.
@@ -617,25 +642,13 @@ class ModelCache:
         self.fast = True
         self._apply_adapters()
 
-    def _drop_user_lora(self, force: bool = False) -> None:
-        if (self._lora_key is None and not force) or self._base is None:
-            return
-        host = self._host()
-        if self._lcm_loaded:
-            with contextlib.suppress(ValueError, KeyError):
-                host.delete_adapters(LORA_ADAPTER)
-        else:
-            host.unload_lora_weights()
-        self._lora_key = None
-        self.lora_weight = None
-
     def _apply_adapters(self) -> None:
         """Activate the loaded adapters that are switched on; none on → the exact base model."""
-        if self._base is None or (self._lora_key is None and not self._lcm_loaded):
+        if self._base is None or (not self._user_adapters and not self._lcm_loaded):
             return
         names, weights = [], []
         if self._lora_key is not None:
-            names.append(LORA_ADAPTER)
+            names.append(self._user_adapters[self._lora_key])
             weights.append(float(self.lora_weight if self.lora_weight is not None else 1.0))
         if self.fast and self._lcm_loaded:
             names.append(LCM_ADAPTER)
@@ -649,11 +662,12 @@ class ModelCache:
 
     def unload_lora(self, force: bool = False) -> None:
         """Remove every LoRA (user and LCM); the UNet and text encoder are the base modules again."""
-        if (self._lora_key is None and not self._lcm_loaded and not force) or self._base is None:
+        if (not self._user_adapters and not self._lcm_loaded and not force) or self._base is None:
             return
         host = self._host()
         host.enable_lora()
         host.unload_lora_weights()
+        self._user_adapters.clear()
         self._lora_key = None
         self.lora_weight = None
         self._lcm_loaded = False
@@ -670,6 +684,7 @@ class ModelCache:
         self._lora_host = None
         self._lora_key = None
         self.lora_weight = None
+        self._user_adapters.clear()
         self._lcm_loaded = False
         self.fast = False
         self._controlnets.clear()
