@@ -160,6 +160,25 @@ def test_cache_builds_pipelines_from_shared_components_without_reloading(cache, 
     assert out.shape == (SIZE, SIZE, 3)
 
 
+def test_inpainting_encodes_the_image_once_for_a_4_channel_unet(cache, picture, mask) -> None:
+    """diffusers also VAE-encodes the masked image, which only 9-channel inpainting UNets read."""
+    from diffusers import StableDiffusionControlNetInpaintPipeline
+
+    lean = cache.inpaint_controlnet(["canny"])
+    stock = StableDiffusionControlNetInpaintPipeline(**{k: getattr(lean, k) for k in lean.components})
+    stock.set_progress_bar_config(disable=True)
+    calls: list[int] = []
+    hook = cache.vae.encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = _inpaint(lean, picture, mask, 1)
+        lean_calls = len(calls)
+        _inpaint(stock, picture, mask, 1)
+    finally:
+        hook.remove()
+    assert lean_calls == 1 and len(calls) - lean_calls == 2
+    assert out.shape == (SIZE, SIZE, 3) and np.isfinite(out).all()
+
+
 @pytest.mark.parametrize("name", CONTROLNET_NAMES)
 def test_each_controlnet_changes_the_inpainting(cache, picture, mask, name: str) -> None:
     pipe = cache.inpaint_controlnet([name])

@@ -8,6 +8,7 @@ in :attr:`ModelCache.load_count`, so tests can prove a pipeline was built withou
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -208,6 +209,29 @@ def _explain_missing(what: str, source: str, hint: str) -> Iterator[None]:
             where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub is unreachable"
             msg = f"{what} {source!r} not found locally and {where} (or the id is wrong): {hint}. [{reason}]"
         raise ModelNotFoundError(msg) from None
+
+
+@functools.cache
+def _lean_inpaint_class() -> type:
+    """diffusers' ControlNet inpainting pipeline without its unused VAE pass for SD1.5.
+
+    The pipeline always VAE-encodes the masked image, but only a 9-channel inpainting UNet reads
+    those latents; SD1.5's 4-channel UNet blends the original latents outside the mask instead. The
+    encode costs as much as the one that is needed (measured: 8.8 s at 512×592 and 21.6 s at 768×888
+    on one CPU core, full-size VAE), so for a 4-channel UNet a zero latent is passed in its place.
+    """
+    from diffusers import StableDiffusionControlNetInpaintPipeline
+
+    class LeanControlNetInpaintPipeline(StableDiffusionControlNetInpaintPipeline):
+        def prepare_mask_latents(self, mask, masked_image, batch_size, height, width, dtype, *args, **kw):
+            if self.unet.config.in_channels == 4 and masked_image.shape[1] != 4:
+                f = self.vae_scale_factor
+                masked_image = masked_image.new_zeros((masked_image.shape[0], 4, height // f, width // f))
+            return super().prepare_mask_latents(
+                mask, masked_image, batch_size, height, width, dtype, *args, **kw
+            )
+
+    return LeanControlNetInpaintPipeline
 
 
 class ModelCache:
@@ -531,7 +555,6 @@ class ModelCache:
         ``image`` and ``controlnet_conditioning_scale`` arguments must be lists of the same length (check
         with :func:`check_control_inputs`: diffusers silently drops nets when a list is too short).
         """
-        from diffusers import StableDiffusionControlNetInpaintPipeline
         from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
         names = list(names)
@@ -541,7 +564,7 @@ class ModelCache:
             raise ConfigError(f"ControlNet names repeat: {names}")
         nets = [self.controlnet(n) for n in names]
         controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
-        return self._finish(StableDiffusionControlNetInpaintPipeline(**self._parts(), controlnet=controlnet))
+        return self._finish(_lean_inpaint_class()(**self._parts(), controlnet=controlnet))
 
     # ------------------------------------------------------------------ LoRA
     def _host(self) -> StableDiffusionPipeline:
