@@ -15,23 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from common import add_model_args, ensure_model, peak_rss_gb
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CONTROLNETS = ["canny", "openpose", "color"]
 TARGET_STEPS = 20
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process in GB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**3 if sys.platform == "darwin" else peak / 1024**2
 
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
@@ -134,12 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--full-size", metavar="DIR", type=Path, help="full-size random SD1.5 folder (built if absent)"
-    )
-    parser.add_argument(
-        "--tiny", metavar="DIR", type=Path, help="tiny model folder (default: build in a temp dir)"
-    )
+    add_model_args(parser)
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
     parser.add_argument("--steps", type=int, default=None, help="pipeline steps (tiny: 20, full-size: 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
@@ -150,19 +138,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from easyphoto.diffusion.tiny import build_tiny_model
 
     full = args.full_size is not None
-    model_dir = args.full_size if full else args.tiny
-    build_s = None
-    tmp = None
-    if model_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="easyphoto-bench-")
-        model_dir = Path(tmp.name) / "tiny"
-    if not (model_dir / "model_index.json").is_file():
-        start = time.perf_counter()
-        build_tiny_model(model_dir, seed=0, full_size=full)
-        build_s = time.perf_counter() - start
+    model_dir, build_s, _keep = ensure_model(args)
     steps = args.steps or (1 if full else TARGET_STEPS)
     row = run(model_dir, "full-size" if full else "tiny", args.size, steps, args.device)
     if args.save:
@@ -188,8 +166,6 @@ def main() -> None:
             f"encoding, VAE encode/decode included); {TARGET_STEPS} steps ≈ that + "
             f"{TARGET_STEPS - row['pipeline_steps']} × the UNet+3 ControlNet step."
         )
-    if tmp is not None:
-        tmp.cleanup()
 
 
 if __name__ == "__main__":

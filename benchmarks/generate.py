@@ -49,14 +49,14 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from common import add_model_args, ensure_model, peak_rss_gb
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,26 +72,6 @@ USERS = ("alice", "bob")
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process in GB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**3 if sys.platform == "darwin" else peak / 1024**2
-
-
-def model_complete(folder: Path) -> bool:
-    """A finished ``build_tiny_model`` folder: model_index.json, unet/ and every ControlNet's weights."""
-    from easyphoto.diffusion.tiny import CONTROLNET_NAMES
-
-    weights = "diffusion_pytorch_model.safetensors"
-    return (
-        (folder / "model_index.json").is_file()
-        and (folder / "unet" / weights).is_file()
-        and (folder / "text_encoder").is_dir()
-        and (folder / "vae" / weights).is_file()
-        and all((folder / "controlnet" / n / weights).is_file() for n in CONTROLNET_NAMES)
-    )
 
 
 def denoise_steps(steps: int, strength: float) -> int:
@@ -289,12 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--full-size", metavar="DIR", type=Path, help="full-size random SD1.5 folder (built if absent)"
-    )
-    parser.add_argument(
-        "--tiny", metavar="DIR", type=Path, help="tiny model folder (default: build in a temp dir)"
-    )
+    add_model_args(parser)
     parser.add_argument("--faces", type=Path, default=FACES, help="shared face photos (../shared/faces)")
     parser.add_argument("--first-steps", type=int, default=None, help="first pass steps (default: 50)")
     parser.add_argument("--second-steps", type=int, default=None, help="second pass steps (default: 20)")
@@ -325,7 +300,6 @@ def main() -> None:
 
     from easyphoto.config import GenerateConfig, ModelConfig
     from easyphoto.diffusion.models import ModelCache, pick_device_dtype
-    from easyphoto.diffusion.tiny import build_tiny_model
     from easyphoto.generate import PortraitGenerator
     from easyphoto.imageio import load_image
 
@@ -335,12 +309,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     tmp = tempfile.TemporaryDirectory(prefix="easyphoto-genbench-")
     work = Path(tmp.name)
-    model_dir = args.full_size if full else (args.tiny or work / "tiny")
-    build_s = None
-    if not model_complete(model_dir):
-        start = time.perf_counter()
-        build_tiny_model(model_dir, seed=0, full_size=full)
-        build_s = time.perf_counter() - start
+    model_dir, build_s, _ = ensure_model(args, work)
 
     # Templates and users' reference photos.
     faces_ok = (args.faces / "SOURCES.md").is_file()

@@ -42,25 +42,18 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import resource
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from common import add_model_args, ensure_model, peak_rss_gb
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 KINDS = ("step", "bare_unet", "bare_unet_te", "te_fwd_bwd", "instrumented")
 PARTS = ("sample_batch", "te_forward", "unet_forward", "backward", "clip", "optimizer", "zero_grad", "other")
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process in GB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**3 if sys.platform == "darwin" else peak / 1024**2
 
 
 def synthetic_data(n: int, size: int):
@@ -399,12 +392,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--full-size", metavar="DIR", type=Path, help="full-size random SD1.5 folder (built if absent)"
-    )
-    parser.add_argument(
-        "--tiny", metavar="DIR", type=Path, help="tiny model folder (default: build in a temp dir)"
-    )
+    add_model_args(parser)
     parser.add_argument("--resolution", type=int, default=512, help="training resolution in px (512)")
     parser.add_argument("--batch-size", type=int, default=1, help="micro-batch size (1)")
     parser.add_argument("--steps", type=int, default=None, help="timed rounds (tiny: 10, full-size: 2)")
@@ -428,30 +416,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from easyphoto.config import TrainConfig
-    from easyphoto.diffusion.tiny import build_tiny_model
 
     if args.grad_accum is None:
         args.grad_accum = TrainConfig().grad_accum
     full = args.full_size is not None
-    model_dir = args.full_size if full else args.tiny
     args.steps = args.steps or (2 if full else 10)
-    build_s = None
-    tmp = None
-    if model_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="easyphoto-bench-")
-        model_dir = Path(tmp.name) / "tiny"
-    complete = all(
-        (model_dir / p).exists()
-        for p in ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json")
-    )
-    if not complete:
-        start = time.perf_counter()
-        build_tiny_model(model_dir, seed=0, full_size=full)
-        build_s = time.perf_counter() - start
+    model_dir, build_s, _keep = ensure_model(args)
     row = run(args, model_dir, "full-size" if full else "tiny")
     report(row, args, build_s)
-    if tmp is not None:
-        tmp.cleanup()
 
 
 if __name__ == "__main__":
