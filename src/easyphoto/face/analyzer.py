@@ -273,18 +273,19 @@ class FaceAnalyzer:
         from ..imageio import fit_within
 
         work, scale = fit_within(image, self.config.hog_max_side)
-        # A face that fills the frame has no margin for HOG's window: pad a border of 1/8 of the size.
-        h, w = work.shape[:2]
-        pad = max(8, int(0.125 * max(h, w)))
+        found = self._hog_padded(work, choose_upsample(max(work.shape[:2])))
+        return [(tuple(v / scale for v in box), score, "hog") for box, score in found]  # type: ignore[misc]
+
+    def _hog_padded(self, work: np.ndarray, upsample: int) -> list[tuple[Box, float]]:
+        """HOG on ``work`` with a border (a face that fills the frame leaves HOG's 80 px window no
+        margin: pad 1/8 of the size); retried with one upsampling when nothing is found at none.
+        Boxes are in ``work``'s pixels."""
+        pad = max(8, int(0.125 * max(work.shape[:2])))
         padded = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        up = choose_upsample(max(h, w))
-        found = self.backend.detect(padded, up)
-        if not found and up == 0:
+        found = self.backend.detect(padded, upsample)
+        if not found and upsample == 0:
             found = self.backend.detect(padded, 1)
-        return [
-            (tuple((v - pad) / scale for v in box), score, "hog")  # type: ignore[misc]
-            for box, score in found
-        ]
+        return [(tuple(v - pad for v in box), score) for box, score in found]  # type: ignore[misc]
 
     def _cnn_pass(self, image: np.ndarray) -> list[tuple[Box, float, str]]:
         from ..imageio import fit_within
@@ -373,13 +374,10 @@ class FaceAnalyzer:
             window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=interp)
         else:
             scale = 1.0
-        pad = max(8, int(0.125 * max(window.shape[:2])))
-        padded = np.pad(window, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        found = self.backend.detect(padded, 0) or self.backend.detect(padded, 1)
         best, best_iou = None, 0.0
-        for b, score in found:
+        for b, score in self._hog_padded(window, 0):
             full = tuple(
-                max(0.0, min(lim, (v - pad) / scale + off))
+                max(0.0, min(lim, v / scale + off))
                 for v, off, lim in zip(b, (x0, y0, x0, y0), (w, h, w, h), strict=True)
             )
             overlap = _iou(full, box)  # type: ignore[arg-type]
