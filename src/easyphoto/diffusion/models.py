@@ -636,6 +636,8 @@ class ModelCache:
                 self.fast = False
                 self._apply_adapters()
             return
+        if self.fast:  # already on (set_lora keeps it in the active set)
+            return
         src = self.config.lcm_lora
         if not src:
             raise ConfigError(
