@@ -300,8 +300,8 @@ def main() -> None:
 
     from easyphoto.config import GenerateConfig, ModelConfig
     from easyphoto.diffusion.models import ModelCache, pick_device_dtype
-    from easyphoto.generate import PortraitGenerator
     from easyphoto.imageio import load_image
+    from easyphoto.stages.generate import PortraitGenerator
 
     full = args.full_size is not None
     label = "full-size" if full else "tiny"

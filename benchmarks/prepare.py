@@ -24,7 +24,7 @@ from PIL import Image  # noqa: E402
 
 from easyphoto import FaceAnalyzer, load_image  # noqa: E402
 from easyphoto.config import PrepareConfig  # noqa: E402
-from easyphoto.prepare import prepare  # noqa: E402
+from easyphoto.stages.prepare import prepare  # noqa: E402
 
 STEPS = ["load", "detect", "landmarks", "embed", "quality", "crop", "select", "mask", "retouch", "write"]
 

@@ -61,7 +61,7 @@ def synthetic_data(n: int, size: int):
     import numpy as np
 
     from easyphoto.config import TRIGGER_CAPTION
-    from easyphoto.train import TrainingData
+    from easyphoto.stages.train import TrainingData
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:size, 0:size]
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, model_dir: Path, label: str) -> dict[str, obje
 
     from easyphoto.config import ModelConfig, TrainConfig
     from easyphoto.diffusion.models import ModelCache
-    from easyphoto.train import LoraTrainer
+    from easyphoto.stages.train import LoraTrainer
 
     row: dict[str, object] = {"model": label}
     start = time.perf_counter()

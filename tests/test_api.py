@@ -100,7 +100,7 @@ def start_server(
     env.pop("EASYPHOTO_API_TOKEN", None)
     env.update(extra_env or {})
     code = (
-        "from easyphoto.serve_cli import serve_command; "
+        "from easyphoto.cli.serve import serve_command; "
         f"serve_command(host='127.0.0.1', port={port}, no_ui={not ui})"
     )
     log = open(home / "server.log", "ab")  # noqa: SIM115 - closed with the process
@@ -326,7 +326,26 @@ def test_bad_uploads_get_clear_4xx(server: tuple[str, Path], photos: tuple[list[
     r = requests.post(
         f"{url}/v1/users/o2/train", files=[good], data={"options": '{"rank": "big"}'}, timeout=30
     )
-    assert r.status_code == 400 and r.json()["detail"] == "TrainConfig.rank: expected an integer, got 'big'"
+    assert r.status_code == 422 and r.json()["fields"] == ["rank"]
+    assert (
+        r.json()["detail"].startswith("TrainConfig.rank: Input should be a valid integer")
+        and "'big'" in r.text
+    )
+    # Out of range: refused at submit with the field named, not later in the worker.
+    for options, field in [
+        ('{"rank": 0}', "rank"),
+        ('{"grad_accum": 0}', "grad_accum"),
+        ('{"bogus": 1}', "bogus"),
+    ]:
+        r = requests.post(f"{url}/v1/users/o2/train", files=[good], data={"options": options}, timeout=30)
+        assert r.status_code == 422 and r.json()["fields"] == [field], r.text
+    r = requests.post(
+        f"{url}/v1/users/o2/train",
+        files=[good],
+        data={"options": '{"prepare": {"max_photos": 0}}'},
+        timeout=30,
+    )
+    assert r.status_code == 422 and "PrepareConfig.max_photos" in r.json()["detail"]
     r = requests.post(
         f"{url}/v1/generate",
         data={"user_ids": "nobody"},
@@ -428,8 +447,10 @@ def test_delete_user(server: tuple[str, Path], trained: dict) -> None:
 def test_token_bind_and_docs(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from easyphoto.api import ServerSettings, check_bind, create_app
+    from easyphoto.config import ServerSettings
     from easyphoto.errors import ConfigError
+    from easyphoto.server.app import create_app
+    from easyphoto.server.security import check_bind
 
     check_bind("127.0.0.1", None)
     check_bind("localhost", None)

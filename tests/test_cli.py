@@ -113,7 +113,8 @@ def test_train_then_generate_from_the_command_line(
     res = run_cli("train", "--user-id", "obama", *photos, *tiny, *small, *val, "--json-events")
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
-    assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "done"
+    types = [e["type"] for e in events]  # the same events as a server job: preparation, then training
+    assert types[0] == "stage" and types.index("prepared") < types.index("start") and types[-1] == "done"
     assert (tmp_path / "home" / "users" / "obama" / "lora.safetensors").is_file()
 
     template = faces_dir / "identities" / "biden" / sorted(os.listdir(faces_dir / "identities" / "biden"))[0]
@@ -128,7 +129,7 @@ def test_train_then_generate_from_the_command_line(
     png = Path(result["output"])
     assert result["seed"] == 3 and [s["user_id"] for s in result["scores"]] == ["obama"]
     assert 0.0 <= result["scores"][0]["similarity"] <= 1.0
-    from easyphoto.generate import read_png_params
+    from easyphoto.stages.generate import read_png_params
 
     with Image.open(template) as tpl, Image.open(png) as img:
         assert img.size == tpl.size

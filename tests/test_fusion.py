@@ -172,7 +172,7 @@ def test_swap_faces_errors_name_the_input(analyzer, astronaut) -> None:
 
 def test_swap_command_writes_png(tmp_path, analyzer, astronaut) -> None:
     from easyphoto.imageio import save_png
-    from easyphoto.swap_cli import swap_command
+    from easyphoto.cli.swap import swap_command
 
     photo, template, out = tmp_path / "me.png", tmp_path / "tpl.png", tmp_path / "out" / "swap.png"
     save_png(astronaut, photo)

@@ -11,8 +11,14 @@ import pytest
 from easyphoto import NoFaceError, UnknownUserError
 from easyphoto.config import GenerateConfig, ModelConfig, TrainConfig
 from easyphoto.errors import ConfigError
-from easyphoto.generate import PortraitGenerator, crop_face_region, generate, inpaint_mask, read_png_params
 from easyphoto.imageio import load_image, save_png
+from easyphoto.stages.generate import (
+    PortraitGenerator,
+    crop_face_region,
+    generate,
+    inpaint_mask,
+    read_png_params,
+)
 
 FAST = GenerateConfig(short_side=96, first_steps=4, second_steps=3, second_scale=1.5, seed=7)
 
@@ -26,7 +32,7 @@ def home(
     from PIL import Image
 
     from easyphoto.config import TRIGGER_CAPTION
-    from easyphoto.train import train
+    from easyphoto.stages.train import train
 
     home = tmp_path_factory.mktemp("home")
     ds = tmp_path_factory.mktemp("ds")
@@ -188,8 +194,6 @@ def test_fast_mode_stacks_lcm_lora_and_switches_back_exactly(
     tiny_model_dir: Path, home: Path, analyzer, astronaut: np.ndarray, tmp_path: Path
 ) -> None:
     """Fast mode: LCM scheduler, fewer steps, LCM-LoRA stacked on the user's; off again → bit-identical."""
-    from dataclasses import replace
-
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -203,7 +207,7 @@ def test_fast_mode_stacks_lcm_lora_and_switches_back_exactly(
 
     plain = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu", dtype="float32")
     with pytest.raises(ConfigError, match="EASYPHOTO_LCM_LORA"):
-        PortraitGenerator(plain, analyzer, home=home).generate(astronaut, ["alice"], replace(FAST, fast=True))
+        PortraitGenerator(plain, analyzer, home=home).generate(astronaut, ["alice"], FAST.replace(fast=True))
     assert plain.lora_path is None and plain.loads == 0, "the config error comes before any loading"
 
     cache = ModelCache(
@@ -220,7 +224,7 @@ def test_fast_mode_stacks_lcm_lora_and_switches_back_exactly(
         (user_adapter,) = {a for adapters, _ in calls for a in adapters}
         assert user_adapter.startswith(LORA_ADAPTER)
         calls.clear()
-        fast_cfg = replace(FAST, fast=True, fast_first_steps=8, fast_second_steps=8)
+        fast_cfg = FAST.replace(fast=True, fast_first_steps=8, fast_second_steps=8)
         fast = gen.generate(astronaut, ["alice"], fast_cfg)
         # int(8 × 0.45) + int(8 × 0.35) LCM steps, both LoRAs active, CFG at 1.5 (batch of 2).
         assert len(calls) == 3 + 2

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easyphoto.config import GenerateConfig, TrainConfig
+from easyphoto.config import GenerateConfig, TrainConfig, effective_config
 from easyphoto.errors import BadImageError, ConfigError, InvalidUserIdError, UnknownUserError, UserBusyError
 from easyphoto.jobs import (
     CANCELLED,
@@ -28,8 +28,6 @@ from easyphoto.jobs import (
     Upload,
     UploadTooLargeError,
     WorkerSupervisor,
-    build_config,
-    effective_defaults,
     log_tail,
 )
 
@@ -46,23 +44,37 @@ def _submit(store: JobStore, kind: str = "train", user: str | None = "alice") ->
     return job_id
 
 
-def test_build_config_layers_types_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = build_config(TrainConfig, {"rank": 8, "max_steps": 10}, {"rank": "16", "validation_seeds": "1, 2"})
+def test_settings_layers_types_ranges_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = TrainConfig.from_layers({"rank": 8, "max_steps": 10}, {"rank": "16", "validation_seeds": "1, 2"})
     assert cfg.rank == 16 and cfg.max_steps == 10 and cfg.validation_seeds == (1, 2)
-    assert build_config(TrainConfig, {"max_steps": None}).max_steps is None
-    assert build_config(TrainConfig, {"validation_templates": " "}).validation_templates == ()
-    assert build_config(GenerateConfig, {"apply_fusion_before": "false"}).apply_fusion_before is False
-    with pytest.raises(ConfigError, match="unknown TrainConfig setting 'rnak'"):
-        build_config(TrainConfig, {"rnak": 4})
-    with pytest.raises(ConfigError, match=r"TrainConfig.rank: expected an integer, got 'many'"):
-        build_config(TrainConfig, {"rank": "many"})
-    with pytest.raises(ConfigError, match="expected true or false"):
-        build_config(TrainConfig, {"random_flip": "maybe"})
+    assert TrainConfig.from_layers({"max_steps": None}).max_steps is None
+    assert TrainConfig.from_layers({"validation_templates": " "}).validation_templates == ()
+    assert GenerateConfig.from_layers({"apply_fusion_before": "false"}).apply_fusion_before is False
+    with pytest.raises(ConfigError, match="TrainConfig.rnak: unknown setting"):
+        TrainConfig.from_layers({"rnak": 4})
+    with pytest.raises(ConfigError, match=r"TrainConfig.rank: .*integer.*got 'many'"):
+        TrainConfig.from_layers({"rank": "many"})
+    with pytest.raises(ConfigError, match="random_flip: .*boolean"):
+        TrainConfig.from_layers({"random_flip": "maybe"})
+    # Out-of-range values are refused where they enter, naming the field (they used to fail in the worker).
+    for cls, bad in [
+        (TrainConfig, {"rank": 0}),
+        (TrainConfig, {"grad_accum": 0}),
+        (TrainConfig, {"validate_every": 0}),
+        (TrainConfig, {"resolution": 100}),
+        (GenerateConfig, {"short_side": 0}),
+        (GenerateConfig, {"first_denoise": 5}),
+        (GenerateConfig, {"canny_low": 250, "canny_high": 100}),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            cls.from_layers(bad)
+        assert err.value.fields == [next(iter(bad))] or not err.value.fields, (bad, err.value.fields)
+        assert next(iter(bad)) in str(err.value) or "canny_low" in str(err.value)
     monkeypatch.setenv("EASYPHOTO_TRAIN_DEFAULTS", '{"rank": 4, "resolution": 64}')
-    assert effective_defaults("train").rank == 4 and effective_defaults("train").resolution == 64
+    assert effective_config("train").rank == 4 and effective_config("train").resolution == 64
     monkeypatch.setenv("EASYPHOTO_TRAIN_DEFAULTS", "{not json")
     with pytest.raises(ConfigError, match="EASYPHOTO_TRAIN_DEFAULTS is not valid JSON"):
-        effective_defaults("train")
+        effective_config("train")
 
 
 def test_job_lifecycle_in_sqlite(tmp_path: Path) -> None:
@@ -125,7 +137,7 @@ def test_cancel_queued_and_running(tmp_path: Path) -> None:
 
 
 def test_restart_marks_running_jobs_interrupted_and_training_resumable(tmp_path: Path) -> None:
-    from easyphoto.train import work_dir
+    from easyphoto.users import work_dir
 
     store = JobStore(tmp_path)
     with_ckpt = _submit(store, user="alice")
@@ -158,7 +170,9 @@ def test_restart_marks_running_jobs_interrupted_and_training_resumable(tmp_path:
 
 
 def test_service_validates_uploads_and_ids(tmp_path: Path) -> None:
-    service = JobService(tmp_path, Limits(max_file_bytes=50_000, max_pixels=10_000, max_photos=3))
+    service = JobService(
+        tmp_path, Limits.from_settings(max_file_bytes=50_000, max_pixels=10_000, max_photos=3)
+    )
     ok = Upload("me.png", _png())
     with pytest.raises(BadImageError, match="notes.txt: not an image"):
         service.submit_train("alice", [ok, Upload("notes.txt", b"hello, not a photo")])
@@ -174,7 +188,7 @@ def test_service_validates_uploads_and_ids(tmp_path: Path) -> None:
         service.submit_train("alice", [])
     with pytest.raises(InvalidUserIdError):
         service.submit_train("../evil", [ok])
-    with pytest.raises(ConfigError, match="unknown TrainConfig setting"):
+    with pytest.raises(ConfigError, match="TrainConfig.bogus: unknown setting"):
         service.submit_train("alice", [ok], {"bogus": 1})
     with pytest.raises(ConfigError, match="validation_templates names files on the server"):
         service.submit_train("alice", [ok], {"validation_templates": ["/etc/hostname"]})

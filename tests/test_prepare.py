@@ -13,7 +13,7 @@ from PIL import Image
 from easyphoto.config import TRIGGER_CAPTION, PrepareConfig
 from easyphoto.errors import ConfigError, NotEnoughPhotosError
 from easyphoto.imageio import load_image
-from easyphoto.prepare import (
+from easyphoto.stages.prepare import (
     PreparedSet,
     collect_photos,
     contact_sheet,
@@ -230,11 +230,11 @@ def test_prepare_command(synthetic_set, tmp_path, monkeypatch, analyzer) -> None
     import typer
     from typer.testing import CliRunner
 
-    import easyphoto.prepare as prep
-    from easyphoto.prepare_cli import prepare_command
+    import easyphoto.stages.prepare as prep
+    from easyphoto.cli.prepare import prepare_command
 
     real = prep.prepare
-    monkeypatch.setattr(prep, "prepare", lambda *a, **k: real(*a, analyzer=analyzer, **k))
+    monkeypatch.setattr(prep, "prepare", lambda *a, **k: real(*a, **{**k, "analyzer": analyzer}))
     app = typer.Typer()
     app.command("prepare")(prepare_command)
     app.command("noop")(lambda: None)  # two commands: typer then expects the command name

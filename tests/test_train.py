@@ -12,8 +12,11 @@ from PIL import Image
 
 from easyphoto import UserBusyError
 from easyphoto.config import TRIGGER_CAPTION, ModelConfig, TrainConfig
+from easyphoto.diffusion.lora_trainer import LoraTrainer
 from easyphoto.errors import ConfigError
-from easyphoto.train import LoraTrainer, TrainingInterrupted, load_training_data, train, work_dir
+from easyphoto.stages.train import TrainingInterrupted, load_training_data
+from easyphoto.users import work_dir
+from easyphoto.workflows import train
 
 TINY = TrainConfig(
     resolution=64,
@@ -237,7 +240,7 @@ def test_end_to_end_obama_prepare_then_train(
     import time
 
     from easyphoto.config import PrepareConfig
-    from easyphoto.prepare import prepare
+    from easyphoto.stages.prepare import prepare
 
     t0 = time.perf_counter()
     photos = sorted((faces_dir / "identities" / "obama").glob("*.jpg"))
@@ -266,21 +269,24 @@ def test_validation_templates_are_painted_with_the_lora_being_trained(
     tiny_model_dir: Path, dataset: Path, astronaut: np.ndarray, analyzer, tmp_path: Path
 ) -> None:
     """Template validation runs the portrait first pass with the live training adapter."""
-    from dataclasses import replace
-
-    from easyphoto.train import load_validation_templates, validation_user
+    from easyphoto.stages.generate.validation import TemplateValidation
 
     Image.fromarray(astronaut).save(tmp_path / "astro tpl.png")
-    cfg = replace(TINY, validation_templates=(str(tmp_path / "astro tpl.png"),), validation_template_steps=3)
+    cfg = TINY.replace(validation_templates=(str(tmp_path / "astro tpl.png"),), validation_template_steps=3)
     data = load_training_data(dataset)
-    templates = load_validation_templates(cfg.validation_templates, analyzer)
-    user = validation_user(data, analyzer, tmp_path)
-    trainer = LoraTrainer(_cache(tiny_model_dir), data, cfg)
+    cache = _cache(tiny_model_dir)
+    validation = TemplateValidation(cfg.validation_templates, cfg)
+    validation.prepare(data, cache, analyzer, tmp_path)
+    templates = validation.templates
+    trainer = LoraTrainer(cache, data, cfg)
     try:
-        (before,), _ = trainer.render_templates(templates, user, analyzer)
+        with trainer.inference():
+            ((_, before, _),) = validation.render(0)
         for _ in range(4):
             trainer.step()
-        (after,), scores = trainer.render_templates(templates, user, analyzer)
+        with trainer.inference():
+            ((_, after, score),) = validation.render(4)
+        scores = [score]
     finally:
         trainer.remove_adapters()
     assert before.shape == after.shape == astronaut.shape
@@ -309,12 +315,10 @@ def test_validation_templates_are_painted_with_the_lora_being_trained(
 def test_validation_template_without_face_fails_before_training(
     tiny_model_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
-
     from easyphoto.errors import NoFaceError
 
     Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(tmp_path / "wall.png")
-    cfg = replace(TINY, validation_templates=(str(tmp_path / "wall.png"),))
+    cfg = TINY.replace(validation_templates=(str(tmp_path / "wall.png"),))
     events: list[dict] = []
     with pytest.raises(NoFaceError, match="wall.png"):
         train("bob", dataset, cfg, cache=_cache(tiny_model_dir), on_event=events.append, home=tmp_path)

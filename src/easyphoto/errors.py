@@ -38,7 +38,12 @@ class UnknownUserError(EasyPhotoError, LookupError):
 
 
 class UserBusyError(EasyPhotoError, RuntimeError):
-    """Another job holds the lock of this user (e.g. a training already runs)."""
+    """Another job holds the lock of this user (e.g. a training already runs); ``job_id`` names it
+    when it is a queued or running job."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class ModelNotFoundError(EasyPhotoError, FileNotFoundError):
@@ -46,8 +51,20 @@ class ModelNotFoundError(EasyPhotoError, FileNotFoundError):
 
 
 class ConfigError(EasyPhotoError, ValueError):
-    """A setting has a value that cannot work."""
+    """A setting has a value that cannot work. ``fields`` names the settings at fault, when known."""
+
+    fields: list[str] = []
 
 
 class NotEnoughPhotosError(EasyPhotoError, ValueError):
     """Preparation kept fewer usable photos than the minimum."""
+
+
+class UserModelError(EasyPhotoError, ValueError):
+    """A trained user model on disk is incomplete or corrupt (names the user and the file)."""
+
+    def __init__(self, user_id: str, file: str, reason: str) -> None:
+        self.user_id = user_id
+        self.file = file
+        self.reason = reason
+        super().__init__(f"user {user_id!r}: {file}: {reason}")

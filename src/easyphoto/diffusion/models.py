@@ -8,55 +8,35 @@ in :attr:`ModelCache.load_count`, so tests can prove a pipeline was built withou
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
-import os
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from easyphoto.config import ModelConfig, env_overrides
+from easyphoto.config import ModelConfig
 from easyphoto.errors import ConfigError, ModelNotFoundError
 
+from .inpaint import lean_inpaint_class
+from .sources import (
+    _SINGLE_FILE_SUFFIXES,
+    SCHEDULERS,
+    _diffusers_errors_only,
+    _explain_missing,
+    _is_url,
+    _looks_like_path,
+    make_scheduler,
+    pick_device_dtype,
+    quiet_libraries,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
-    from diffusers import (
-        ControlNetModel,
-        StableDiffusionControlNetInpaintPipeline,
-        StableDiffusionImg2ImgPipeline,
-        StableDiffusionPipeline,
-    )
+    from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline, StableDiffusionPipeline
 
 log = logging.getLogger(__name__)
-
-# transformers warns on every run that torchvision is absent and it uses the PIL image processor (which is
-# what we want: the pipelines never preprocess images with it).
-logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
-
-
-def quiet_libraries() -> None:
-    """No per-file "Loading weights" bars and no notices about stacking LoRA adapters.
-
-    Set ``EASYPHOTO_VERBOSE=1`` to keep the libraries' own output.
-    """
-    if os.environ.get("EASYPHOTO_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return
-    import warnings
-
-    with contextlib.suppress(ImportError):
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.disable_progress_bar()
-    with contextlib.suppress(ImportError):
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=r"Already found a `peft_config` attribute")
-    warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")
 
 
 #: ControlNets EasyPhoto knows, by the name stages use, mapped to their :class:`ModelConfig` field.
@@ -67,171 +47,10 @@ CONTROLNET_FIELDS: dict[str, str] = {
     "tile": "controlnet_tile",
 }
 
-#: Inference schedulers :func:`make_scheduler` builds (DESIGN §4: EasyPhoto samples with DPM++ 2M Karras).
-#: ``lcm`` is the Latent Consistency Model sampler for the fast mode (with an LCM-LoRA, 4–8 steps).
-SCHEDULERS: tuple[str, ...] = ("dpmpp_2m_karras", "dpmpp_2m_sde_karras", "lcm")
-
 #: Prefix of the adapter names user LoRAs get inside the UNet / text encoder (``easyphoto_user_3``).
 LORA_ADAPTER = "easyphoto_user"
 #: Adapter name of the LCM-LoRA (fast mode), stacked with the user LoRA.
 LCM_ADAPTER = "easyphoto_lcm"
-
-_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
-_DTYPES = {
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
-
-
-def pick_device_dtype(
-    device: str | None = None, dtype: str | None = None
-) -> tuple[torch.device, torch.dtype]:
-    """Choose the torch device and dtype: explicit values win, else CUDA > MPS > CPU.
-
-    Defaults: float16 on CUDA (SD1.5 is trained to run in half precision there, half the VRAM), float32 on
-    MPS and CPU (float16 on CPU is slow and on MPS can give black images). Raises
-    :class:`~easyphoto.errors.ConfigError` for an unknown dtype or a device torch cannot use.
-    """
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            dev = torch.device("cuda")
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            dev = torch.device("mps")
-        else:
-            dev = torch.device("cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError) as exc:
-            raise ConfigError(
-                f"device {device!r} is not a torch device (use cpu, cuda, cuda:1, mps)"
-            ) from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__})"
-            )
-        if dev.type == "mps" and not (
-            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        ):
-            raise ConfigError(f"device {device!r} requested but Apple MPS is not available")
-    if dtype is None or dtype == "auto":
-        dt = torch.float16 if dev.type == "cuda" else torch.float32
-    else:
-        key = str(dtype).lower().removeprefix("torch.")
-        if key not in _DTYPES:
-            raise ConfigError(f"dtype {dtype!r} is not supported (use float16, bfloat16 or float32)")
-        dt = _DTYPES[key]
-    return dev, dt
-
-
-def make_scheduler(scheduler_config: dict[str, Any], kind: str = "dpmpp_2m_karras"):
-    """A fresh inference scheduler built from a model's ``scheduler/`` config.
-
-    ``dpmpp_2m_karras``: DPM++ 2M with Karras sigmas, deterministic given the initial noise (good quality
-    in 20–50 steps). ``dpmpp_2m_sde_karras``: EasyPhoto's sampler, adds seeded noise at every step.
-    ``lcm``: the LCM sampler, for models distilled with latent consistency (an LCM-LoRA), 4–8 steps.
-    Schedulers hold per-run state, so each pipeline gets its own.
-    """
-    from diffusers import DPMSolverMultistepScheduler, LCMScheduler
-
-    if kind not in SCHEDULERS:
-        raise ConfigError(f"scheduler {kind!r} is unknown; choose one of {', '.join(SCHEDULERS)}")
-    if kind == "lcm":
-        return LCMScheduler.from_config(scheduler_config)
-    algorithm = "sde-dpmsolver++" if kind == "dpmpp_2m_sde_karras" else "dpmsolver++"
-    return DPMSolverMultistepScheduler.from_config(
-        scheduler_config, algorithm_type=algorithm, solver_order=2, use_karras_sigmas=True
-    )
-
-
-@contextlib.contextmanager
-def _diffusers_errors_only() -> Iterator[None]:
-    """Silence diffusers' warnings for a moment (e.g. "no text-encoder keys" for UNet-only LoRAs)."""
-    from diffusers.utils import logging as diffusers_logging
-
-    before = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(before)
-
-
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError]
-    with contextlib.suppress(ImportError):
-        from huggingface_hub.errors import EntryNotFoundError
-
-        errors.append(EntryNotFoundError)
-    with contextlib.suppress(ImportError):
-        import httpx
-
-        errors.append(httpx.HTTPError)
-    with contextlib.suppress(ImportError):
-        import requests
-
-        errors.append(requests.RequestException)
-    return tuple(errors)
-
-
-def _is_url(source: str) -> bool:
-    return source.startswith(("https://", "http://"))
-
-
-def _looks_like_path(source: str) -> bool:
-    return (
-        source.startswith(("/", "./", "../", "~", "\\"))
-        or source.lower().endswith(_SINGLE_FILE_SUFFIXES)
-        or source.count("/") > 1
-        or (len(source) > 1 and source[1] == ":")
-    )
-
-
-@contextlib.contextmanager
-def _explain_missing(what: str, source: str, hint: str) -> Iterator[None]:
-    """Turn hub / file errors into one :class:`ModelNotFoundError` naming ``what`` and how to provide it."""
-    try:
-        yield
-    except ModelNotFoundError:
-        raise
-    except _hub_errors() as exc:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
-        if Path(source).expanduser().exists():
-            msg = f"{what} {source!r} could not be loaded: {reason}. {hint[0].upper()}{hint[1:]}."
-        else:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-            where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub is unreachable"
-            msg = f"{what} {source!r} not found locally and {where} (or the id is wrong): {hint}. [{reason}]"
-        raise ModelNotFoundError(msg) from None
-
-
-@functools.cache
-def _lean_inpaint_class() -> type:
-    """diffusers' ControlNet inpainting pipeline without its unused VAE pass for SD1.5.
-
-    The pipeline always VAE-encodes the masked image, but only a 9-channel inpainting UNet reads
-    those latents; SD1.5's 4-channel UNet blends the original latents outside the mask instead. The
-    encode costs as much as the one that is needed (measured: 8.8 s at 512×592 and 21.6 s at 768×888
-    on one CPU core, full-size VAE), so for a 4-channel UNet a zero latent is passed in its place.
-    """
-    from diffusers import StableDiffusionControlNetInpaintPipeline
-
-    class LeanControlNetInpaintPipeline(StableDiffusionControlNetInpaintPipeline):
-        def prepare_mask_latents(self, mask, masked_image, batch_size, height, width, dtype, *args, **kw):
-            if self.unet.config.in_channels == 4 and masked_image.shape[1] != 4:
-                f = self.vae_scale_factor
-                masked_image = masked_image.new_zeros((masked_image.shape[0], 4, height // f, width // f))
-            return super().prepare_mask_latents(
-                mask, masked_image, batch_size, height, width, dtype, *args, **kw
-            )
-
-    return LeanControlNetInpaintPipeline
 
 
 class ModelCache:
@@ -253,7 +72,7 @@ class ModelCache:
         self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
     ) -> None:
         quiet_libraries()
-        self.config = config if config is not None else env_overrides(ModelConfig())
+        self.config = config if config is not None else ModelConfig()
         self.device, self.dtype = pick_device_dtype(
             device if device is not None else self.config.device,
             dtype if dtype is not None else self.config.dtype,
@@ -295,7 +114,7 @@ class ModelCache:
             raise ConfigError(f"unknown ControlNet {name!r}; known: {', '.join(CONTROLNET_FIELDS)}")
         field_name = CONTROLNET_FIELDS[name]
         value = getattr(self.config, field_name)
-        default = next(f.default for f in fields(ModelConfig) if f.name == field_name)
+        default = ModelConfig.default_of(field_name)
         local = Path(self.config.base_model).expanduser() / "controlnet" / name
         if value == default and local.is_dir():
             return str(local)
@@ -536,18 +355,6 @@ class ModelCache:
             pipe.enable_model_cpu_offload(device=self.device)
         return pipe
 
-    def txt2img(self) -> StableDiffusionPipeline:
-        """A text-to-image pipeline on the shared components (with a fresh scheduler)."""
-        from diffusers import StableDiffusionPipeline
-
-        return self._finish(StableDiffusionPipeline(**self._parts()))
-
-    def img2img(self) -> StableDiffusionImg2ImgPipeline:
-        """An image-to-image pipeline on the shared components."""
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        return self._finish(StableDiffusionImg2ImgPipeline(**self._parts()))
-
     def inpaint_controlnet(self, names: Sequence[str]) -> StableDiffusionControlNetInpaintPipeline:
         """An inpainting pipeline guided by the ControlNets ``names`` (in this order).
 
@@ -564,7 +371,7 @@ class ModelCache:
             raise ConfigError(f"ControlNet names repeat: {names}")
         nets = [self.controlnet(n) for n in names]
         controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
-        return self._finish(_lean_inpaint_class()(**self._parts(), controlnet=controlnet))
+        return self._finish(lean_inpaint_class()(**self._parts(), controlnet=controlnet))
 
     # ------------------------------------------------------------------ LoRA
     def _host(self) -> StableDiffusionPipeline:
@@ -684,6 +491,53 @@ class ModelCache:
             host.set_adapters(names, adapter_weights=weights)
         else:
             host.disable_lora()
+
+    def reset(self) -> list[str]:
+        """Bring the shared modules back to the state the next job expects; returns what was cleaned.
+
+        A job that failed half-way (a training whose optimizer could not be built, an out-of-memory
+        error during a step) can leave a foreign adapter on the UNet or text encoder, modules in
+        training mode, gradients switched on or gradient checkpointing enabled. Every adapter this cache
+        did not load itself is deleted; the user LoRAs and the LCM-LoRA it manages are kept. Called by
+        the job worker after every job, whatever its outcome.
+        """
+        if self._base is None:
+            return []
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        from .lora_trainer import disable_checkpointing
+
+        ours = set(self._user_adapters.values()) | ({LCM_ADAPTER} if self._lcm_loaded else set())
+        cleaned: list[str] = []
+        for part in ("unet", "text_encoder"):
+            module = self._base[part]
+            foreign = set()
+            for layer in module.modules():
+                if isinstance(layer, BaseTunerLayer):
+                    foreign |= {n for n in getattr(layer, "lora_A", {}) if n not in ours}
+            for name in sorted(foreign):
+                for layer in module.modules():
+                    if isinstance(layer, BaseTunerLayer) and name in getattr(layer, "lora_A", {}):
+                        layer.delete_adapter(name)
+                cleaned.append(f"{part}: adapter {name}")
+            config = getattr(module, "peft_config", None)
+            if config is not None:
+                for name in [n for n in config if n not in ours]:
+                    config.pop(name)
+                if not config:
+                    del module.peft_config
+                    module._hf_peft_config_loaded = False
+            if module.training or any(p.requires_grad for p in module.parameters()):
+                cleaned.append(f"{part}: training mode")
+            module.eval()
+            module.requires_grad_(False)
+            if disable_checkpointing(module):
+                cleaned.append(f"{part}: gradient checkpointing")
+        if ours:
+            self._apply_adapters()
+        if cleaned:
+            log.warning("model cache cleaned after a job: %s", "; ".join(cleaned))
+        return cleaned
 
     def unload_lora(self, force: bool = False) -> None:
         """Remove every LoRA (user and LCM); the UNet and text encoder are the base modules again."""

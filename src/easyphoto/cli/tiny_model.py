@@ -1,10 +1,15 @@
-"""Plain functions behind diffusion CLI subcommands (the typer wiring lives in ``easyphoto.cli``)."""
+"""``easyphoto tiny-model DIR``: a random SD1.5 folder with ControlNets, built offline."""
 
 from __future__ import annotations
 
 import shutil
 import time
 from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app
 
 
 def folder_size(path: Path) -> int:
@@ -12,10 +17,17 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def tiny_model_command(out_dir: Path, full_size: bool, seed: int) -> None:
-    """``easyphoto tiny-model DIR [--full-size] [--seed N]``: build a random SD1.5 folder with ControlNets.
+@app.command("tiny-model")
+def tiny_model_command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create.", show_default=False)],
+    full_size: Annotated[
+        bool, typer.Option("--full-size", help="SD1.5's real architecture with random weights (~10 GB).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+) -> None:
+    """Build a random SD1.5 folder with 4 ControlNets, offline (tests and smoke runs: --base-model DIR).
 
-    Prints where it went and how to use it. Refuses a non-empty ``DIR`` that is not already a model
+    Refuses a non-empty ``DIR`` that is not already a model
     folder, so it never mixes files into unrelated data.
     """
     from easyphoto.diffusion.tiny import build_tiny_model

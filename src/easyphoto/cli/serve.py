@@ -1,9 +1,5 @@
 """``easyphoto serve`` and ``easyphoto webui``: one server with the web UI at ``/``, the API under
-``/v1`` and ``/easyphoto`` and the OpenAPI docs at ``/docs``. Register with::
-
-    app.command("serve")(serve_command)
-    app.command("webui")(webui_command)
-"""
+``/v1`` and ``/easyphoto`` and the OpenAPI docs at ``/docs``."""
 
 from __future__ import annotations
 
@@ -12,6 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from .app import app
 
 HostOpt = Annotated[
     str,
@@ -43,7 +41,8 @@ def _run(
     home: Path | None,
     open_browser: bool,
 ) -> None:
-    from .api import ServerSettings, run_server
+    from ..config import ServerSettings
+    from ..server.app import run_server
 
     if base_model:
         os.environ["EASYPHOTO_BASE_MODEL"] = base_model  # the worker processes inherit it
@@ -55,6 +54,7 @@ def _run(
     run_server(host, port, ui=not no_ui, share=share, open_browser=open_browser, settings=settings)
 
 
+@app.command("serve")
 def serve_command(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 7860,
@@ -69,6 +69,7 @@ def serve_command(
     _run(host, port, no_ui, share, workers, lang, base_model, home, open_browser=False)
 
 
+@app.command("webui")
 def webui_command(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 7860,

@@ -1,7 +1,6 @@
 """``easyphoto swap``: an instant, offline face-swap preview (classical fusion, no diffusion model).
 
-Kept in its own module so the CLI registers it with one line (``app.command("swap")(swap_command)``)
-and importing it costs nothing heavy: no torch, no diffusers.
+Importing it costs nothing heavy: no torch, no diffusers.
 """
 
 from __future__ import annotations
@@ -11,7 +10,10 @@ from typing import Annotated
 
 import typer
 
+from .app import app
 
+
+@app.command("swap")
 def swap_command(
     photo: Annotated[
         Path,
@@ -43,21 +45,10 @@ def swap_command(
     The result has the template's size; pixels away from the face are unchanged. Exits with status 2
     and a one-line message naming the file when a photo cannot be read or has no face.
     """
-    from .face.analyzer import FaceAnalyzer
-    from .face.fusion import swap_faces
-    from .imageio import load_image, save_png
+    from ..imageio import save_png
+    from ..workflows import swap
 
-    source_img = load_image(photo)
-    template_img = load_image(template)
-    result = swap_faces(
-        template_img,
-        source_img,
-        FaceAnalyzer(),
-        ratio=ratio,
-        face_index=face_index,
-        template_name=str(template),
-        source_name=str(photo),
-    )
+    result = swap(photo, template, ratio=ratio, face_index=face_index)
     save_png(result.image, out, text={"easyphoto": f"swap ratio={ratio:g}"})
     h, w = result.image.shape[:2]
     note = " (source mirrored to match the head turn)" if result.flipped else ""

@@ -1,0 +1,140 @@
+"""The ``easyphoto`` Typer app, how commands register, and how errors become one line and exit 2.
+
+Every command module does ``from .app import app`` and decorates its function with ``@app.command()``;
+:mod:`easyphoto.cli` imports each module once, which is the only registration there is. Commands
+parse, call one workflow and render. Options that are settings take their help text and default from
+the schema (:func:`setting`), so the CLI never restates a default.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from typing import Any
+
+import typer
+
+from ..errors import ConfigError, EasyPhotoError
+
+app = typer.Typer(
+    name="easyphoto",
+    help="EasyPhoto: train a face LoRA from a few photos and paint yourself into template photos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Exit status of every user mistake (bad photo, bad value, unknown user…).
+EXIT_BAD_INPUT = 2
+
+
+def echo_error(message: str) -> None:
+    """``error: message`` on stderr."""
+    typer.echo(f"error: {message}", err=True)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``error: message`` on stderr and return an Exit to raise."""
+    echo_error(message)
+    return typer.Exit(code)
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a settings field (``grad_accum`` → ``--grad-accum``)."""
+    return "--" + field.replace("_", "-")
+
+
+def setting(cls: type, name: str, *names: str, help: str | None = None) -> Any:
+    """A ``typer.Option`` for settings field ``name``: help from its description, its default shown.
+
+    Declare the parameter with default ``None``; pass the given values through
+    :func:`overrides` to ``cls.from_layers`` so unset options keep the schema's default.
+    """
+    field = cls.model_fields[name]
+    default = field.default
+    shown = (
+        "auto"
+        if default is None
+        else (", ".join(map(str, default)) if isinstance(default, tuple) else default)
+    )
+    text = f"{help or field.description} (default: {shown})"
+    return typer.Option(*(names or (flag(name),)), help=text, show_default=False)
+
+
+def overrides(**values: Any) -> dict[str, Any]:
+    """The options the user gave (``None`` means not given)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def model_config(base_model: str | None, device: str | None, dtype: str | None) -> Any:
+    """:class:`~easyphoto.config.ModelConfig` from the environment, with the command's options on top."""
+    from ..config import ModelConfig
+
+    return ModelConfig(**overrides(base_model=base_model, device=device, dtype=dtype))
+
+
+_FIELD_RE = re.compile(r"\b[A-Z][A-Za-z]*(?:Config|Settings)\.([a-z_][a-z0-9_]*)")
+
+
+def _user_message(exc: EasyPhotoError) -> str:
+    """Our error as the user should read it: settings named by their flag."""
+    text = str(exc)
+    if isinstance(exc, ConfigError) and exc.fields:
+        text = _FIELD_RE.sub(lambda m: flag(m.group(1)), text)
+    return text
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """EasyPhoto: train a face LoRA from a few photos and paint yourself into template photos."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``easyphoto`` console script. Returns the exit status.
+
+    Usage errors are handled by click (usage text, status 2). Our own errors (bad photo, no face,
+    unknown user, out-of-range setting…) print one line naming the input and exit 2; anything
+    unexpected prints one line and exits 1. ``--debug`` adds the traceback.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="easyphoto", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        echo_error(str(code))
+        return 1
+    except EasyPhotoError as exc:
+        if debug:
+            traceback.print_exc()
+        echo_error(_user_message(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        echo_error("interrupted")
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        echo_error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
+    return 0
+
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "app",
+    "echo_error",
+    "fail",
+    "flag",
+    "main",
+    "model_config",
+    "overrides",
+    "setting",
+]

@@ -1,0 +1,382 @@
+"""The LoRA training loop's state on a :class:`~easyphoto.diffusion.models.ModelCache`'s modules.
+
+:class:`LoraTrainer` adds peft LoRA adapters to the cache's UNet (and text encoder), holds the optimizer
+and the VAE latents of the training images, and runs one micro-batch per :meth:`LoraTrainer.step` under
+accelerate (gradient accumulation, mixed precision on CUDA). It knows images and captions, never faces:
+the training stage (:mod:`easyphoto.stages.train`) scores what :meth:`LoraTrainer.render_validation`
+renders. If construction fails half-way, the adapters it added are removed again, so the shared cache
+is never left with a half-built training on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from easyphoto.config import TrainConfig
+from easyphoto.errors import ConfigError
+
+#: Name of the peft adapter while training.
+TRAIN_ADAPTER = "easyphoto_train"
+
+
+class TrainingImages(Protocol):
+    """What the trainer needs of a dataset: RGB images and one caption each."""
+
+    images: Sequence[np.ndarray]
+    captions: Sequence[str]
+
+    def __len__(self) -> int: ...
+
+
+class LoraTrainer:
+    """The training loop's state: LoRA adapters on the cache's UNet/text encoder, optimizer, data.
+
+    Kept small and explicit so tests can drive single steps (:meth:`step`) on tiny models.
+    """
+
+    def __init__(self, cache: Any, data: TrainingImages, config: TrainConfig) -> None:
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cache = cache
+        self.data = data
+        self.config = config
+        device = cache.device
+        optimizer_cls, optimizer_kw = _optimizer_class(config, device)  # refuses before touching the cache
+        mp = config.mixed_precision or ("fp16" if device.type == "cuda" else "no")
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.grad_accum, mixed_precision=mp, cpu=device.type == "cpu"
+        )
+        set_seed(config.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        if hasattr(cache, "unload_lora"):
+            cache.unload_lora()  # train on the base model, not on a user LoRA left from generation
+        self.unet = cache.unet
+        self.text_encoder = cache.text_encoder
+        self.vae = cache.vae
+        self.tokenizer = cache.tokenizer
+        self.noise_scheduler = cache.noise_scheduler
+        for module in (self.unet, self.text_encoder, self.vae):
+            module.requires_grad_(False)
+        try:
+            self._add_adapters()
+            # Trainable LoRA parameters stay in fp32 even when the frozen base is fp16.
+            unet_params = [p for p in self.unet.parameters() if p.requires_grad]
+            te_params = [p for p in self.text_encoder.parameters() if p.requires_grad]
+            for p in unet_params + te_params:
+                p.data = p.data.float()
+            if config.gradient_checkpointing:
+                self.unet.enable_gradient_checkpointing()
+                if config.train_text_encoder:
+                    self.text_encoder.gradient_checkpointing_enable()
+            groups = [{"params": unet_params, "lr": config.learning_rate}]
+            if te_params:
+                groups.append(
+                    {"params": te_params, "lr": config.learning_rate * config.text_encoder_lr_ratio}
+                )
+            self.optimizer = optimizer_cls(groups, weight_decay=config.weight_decay, **optimizer_kw)
+            self.unet.train()
+            self.text_encoder.train(config.train_text_encoder)
+            self.unet, self.text_encoder, self.optimizer = self.accelerator.prepare(
+                self.unet, self.text_encoder, self.optimizer
+            )
+        except BaseException:
+            self.unet, self.text_encoder = cache.unet, cache.text_encoder
+            self.remove_adapters()
+            raise
+        self.params = unet_params + te_params
+        self.global_step = 0
+        self._latent_cache: dict[tuple[int, bool], tuple[Any, Any]] = {}
+        self._token_cache: dict[str, Any] = {}
+
+    def _add_adapters(self) -> None:
+        from peft import LoraConfig
+
+        from .lora import TEXT_ENCODER_TARGETS, UNET_TARGETS
+
+        cfg = self.config
+        parts = [(self.unet, UNET_TARGETS)]
+        if cfg.train_text_encoder:
+            parts.append((self.text_encoder, TEXT_ENCODER_TARGETS))
+        for module, targets in parts:
+            lora = LoraConfig(
+                r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(targets), init_lora_weights="gaussian"
+            )
+            module.add_adapter(lora, adapter_name=TRAIN_ADAPTER)
+        self._set_active_adapter()
+
+    # -- adapters --------------------------------------------------------------------------------
+    def _set_active_adapter(self) -> None:
+        self._unwrap(self.unet).set_adapters(TRAIN_ADAPTER)
+        if self.config.train_text_encoder:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            for module in self._unwrap(self.text_encoder).modules():
+                if isinstance(module, BaseTunerLayer):
+                    module.set_adapter(TRAIN_ADAPTER)
+
+    def _unwrap(self, model: Any) -> Any:
+        return self.accelerator.unwrap_model(model) if hasattr(self, "accelerator") else model
+
+    def kohya_state(self) -> dict[str, Any]:
+        """The current adapters as a kohya state dict (CPU, fp32)."""
+        from ..diffusion.lora import kohya_state_dict
+
+        te = self._unwrap(self.text_encoder) if self.config.train_text_encoder else None
+        state = kohya_state_dict(self._unwrap(self.unet), te, adapter_name=TRAIN_ADAPTER)
+        return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+    def peft_state(self) -> dict[str, Any]:
+        """The adapters as peft state dicts, for resuming."""
+        from peft.utils import get_peft_model_state_dict
+
+        out = {
+            f"unet.{k}": v.detach().cpu()
+            for k, v in get_peft_model_state_dict(
+                self._unwrap(self.unet), adapter_name=TRAIN_ADAPTER, save_embedding_layers=False
+            ).items()
+        }
+        if self.config.train_text_encoder:
+            te = get_peft_model_state_dict(
+                self._unwrap(self.text_encoder), adapter_name=TRAIN_ADAPTER, save_embedding_layers=False
+            )
+            out.update({f"text_encoder.{k}": v.detach().cpu() for k, v in te.items()})
+        return out
+
+    def load_peft_state(self, state: dict[str, Any]) -> None:
+        """Restore adapters saved by :meth:`peft_state`."""
+        from peft.utils import set_peft_model_state_dict
+
+        for prefix, model in (("unet.", self.unet), ("text_encoder.", self.text_encoder)):
+            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if part:
+                set_peft_model_state_dict(self._unwrap(model), part, adapter_name=TRAIN_ADAPTER)
+
+    def remove_adapters(self) -> None:
+        """Take the training adapters off the shared modules (the cache's base is clean again).
+
+        Safe on a half-built trainer: whatever was added is removed, gradient checkpointing is switched
+        off, and the modules are back in eval mode without gradients.
+        """
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        unet = self.accelerator.unwrap_model(self.unet, keep_fp32_wrapper=False)
+        te = self.accelerator.unwrap_model(self.text_encoder, keep_fp32_wrapper=False)
+        for module in (unet, te):
+            for layer in module.modules():
+                if isinstance(layer, BaseTunerLayer) and TRAIN_ADAPTER in getattr(layer, "lora_A", {}):
+                    layer.delete_adapter(TRAIN_ADAPTER)
+            config = getattr(module, "peft_config", None)
+            if config is not None:
+                config.pop(TRAIN_ADAPTER, None)
+                if not config:
+                    del module.peft_config
+                    module._hf_peft_config_loaded = False
+            disable_checkpointing(module)
+            module.eval()
+            module.requires_grad_(False)
+
+    # -- data ------------------------------------------------------------------------------------
+    def _pixels(self, image: np.ndarray, flip: bool) -> Any:
+        """The image with its short side resized to the resolution (and mirrored), as a [-1, 1] tensor."""
+        import cv2
+        import torch
+
+        res = self.config.resolution
+        h, w = image.shape[:2]
+        scale = res / min(h, w)
+        if min(h, w) != res:
+            size = (max(res, round(w * scale)), max(res, round(h * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        if flip:
+            image = image[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+    def _latent_dist(self, index: int, flip: bool) -> tuple[Any, Any]:
+        """Mean and std of the VAE posterior of a random ``resolution``² crop of one image.
+
+        The whole resized image is encoded once per (image, flip) and cropped in latent space (8 px
+        steps), so non-square datasets do not pay a VAE pass per step.
+        """
+        import torch
+
+        key = (index, flip)
+        if key not in self._latent_cache:
+            pixels = self._pixels(self.data.images[index], flip)
+            with torch.no_grad():
+                dist = self.vae.encode(pixels[None].to(self.vae.device, self.vae.dtype)).latent_dist
+            self._latent_cache[key] = (dist.mean.float(), dist.std.float())
+        mean, std = self._latent_cache[key]
+        side = self.config.resolution // 8
+        lh, lw = mean.shape[-2:]
+        y = int(self.rng.integers(0, lh - side + 1))
+        x = int(self.rng.integers(0, lw - side + 1))
+        return mean[..., y : y + side, x : x + side], std[..., y : y + side, x : x + side]
+
+    def _tokens(self, caption: str) -> Any:
+        if caption not in self._token_cache:
+            self._token_cache[caption] = self.tokenizer(
+                caption,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+        return self._token_cache[caption]
+
+    def sample_batch(self) -> dict[str, Any]:
+        """A random batch: latents (sampled from the cached posterior), token ids."""
+        import torch
+
+        idx = self.rng.integers(0, len(self.data), self.config.batch_size)
+        flips = (
+            self.rng.random(self.config.batch_size) < 0.5 if self.config.random_flip else [False] * len(idx)
+        )
+        latents, ids = [], []
+        for i, flip in zip(idx, flips, strict=True):
+            mean, std = self._latent_dist(int(i), bool(flip))
+            noise = torch.randn(mean.shape, generator=self.generator)
+            latents.append(mean + std * noise.to(mean.device))
+            ids.append(self._tokens(self.data.captions[int(i)]))
+        scaling = self.vae.config.scaling_factor
+        return {"latents": torch.cat(latents) * scaling, "input_ids": torch.cat(ids)}
+
+    # -- one step --------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Any], noise: Any = None, timesteps: Any = None) -> Any:
+        """The diffusion loss of one batch (noise and timesteps random unless given)."""
+        import torch
+        import torch.nn.functional as F
+
+        device = self.accelerator.device
+        latents = batch["latents"].to(device)
+        if noise is None:
+            noise = torch.randn(latents.shape, generator=self.generator).to(device)
+        if timesteps is None:
+            n = self.noise_scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, n, (latents.shape[0],), generator=self.generator)
+        timesteps = timesteps.to(device).long()
+        noisy = self.noise_scheduler.add_noise(latents, noise.to(device), timesteps)
+        encoder_hidden_states = self.text_encoder(batch["input_ids"].to(device), return_dict=False)[0]
+        dtype = self._unwrap(self.unet).dtype
+        pred = self.unet(noisy.to(dtype), timesteps, encoder_hidden_states.to(dtype), return_dict=False)[0]
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            target = noise
+        elif kind == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            raise ConfigError(f"unsupported prediction type {kind!r}")
+        return F.mse_loss(pred.float(), target.float().to(device), reduction="mean")
+
+    def step(self, batch: dict[str, Any] | None = None, noise: Any = None, timesteps: Any = None) -> float:
+        """One micro-batch: forward, backward, and (every ``grad_accum`` calls) an optimizer step.
+
+        Returns the micro-batch loss. ``global_step`` counts optimizer steps.
+        """
+        batch = batch if batch is not None else self.sample_batch()
+        with self.accelerator.accumulate(self.unet, self.text_encoder):
+            loss = self.loss(batch, noise, timesteps)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.params, self.config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.sync_gradients:
+            self.global_step += 1
+        return float(loss.detach())
+
+    # -- validation ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode, no gradients, and autocast under mixed precision (as diffusers' LoRA scripts)."""
+        import torch
+
+        unet = self._unwrap(self.unet)
+        te = self._unwrap(self.text_encoder)
+        was_training = unet.training
+        unet.eval()
+        te.eval()
+        device = self.accelerator.device
+        mp = self.accelerator.mixed_precision
+        autocast: Any = contextlib.nullcontext()
+        if device.type == "cuda" and mp in ("fp16", "bf16"):
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+        try:
+            with torch.no_grad(), autocast:
+                yield
+        finally:
+            unet.train(was_training)
+            te.train(was_training and self.config.train_text_encoder)
+
+    def render_validation(self) -> list[np.ndarray]:
+        """Text-to-image renders with the current adapters, one per validation seed."""
+        import torch
+        from diffusers import StableDiffusionPipeline
+
+        cfg = self.config
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self._unwrap(self.text_encoder),
+            tokenizer=self.tokenizer,
+            unet=self._unwrap(self.unet),
+            scheduler=self.cache.new_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        images = []
+        with self.inference():
+            for seed in cfg.validation_seeds:
+                gen = torch.Generator(device="cpu").manual_seed(int(seed))
+                out = pipe(
+                    cfg.validation_prompt,
+                    negative_prompt=cfg.validation_negative_prompt,
+                    num_inference_steps=cfg.validation_steps,
+                    guidance_scale=cfg.validation_guidance,
+                    height=cfg.validation_size,
+                    width=cfg.validation_size,
+                    generator=gen,
+                    output_type="np",
+                ).images[0]
+                images.append(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
+        return images
+
+
+def disable_checkpointing(module: Any) -> bool:
+    """Switch gradient (activation) checkpointing off on a diffusers or transformers model; True if
+    it was on."""
+    if hasattr(module, "is_activation_checkpointing"):  # transformers ≥ 5 (the old name warns)
+        on = bool(module.is_activation_checkpointing)
+    else:
+        on = bool(getattr(module, "is_gradient_checkpointing", False))
+    if on:
+        if hasattr(module, "disable_gradient_checkpointing"):  # diffusers
+            module.disable_gradient_checkpointing()
+        else:
+            module.gradient_checkpointing_disable()
+    return on
+
+
+def _optimizer_class(config: TrainConfig, device: Any) -> tuple[Any, dict[str, Any]]:
+    """AdamW (fused on CUDA) or bitsandbytes' 8-bit AdamW; refuses what this machine cannot run."""
+    import torch
+
+    if not config.use_8bit_adam:
+        return torch.optim.AdamW, ({"fused": True} if device.type == "cuda" else {})
+    if device.type != "cuda":
+        raise ConfigError("use_8bit_adam needs a CUDA GPU (bitsandbytes)")
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError("use_8bit_adam needs `pip install bitsandbytes`") from None
+    return bnb.optim.AdamW8bit, {}
+
+
+__all__ = ["TRAIN_ADAPTER", "LoraTrainer", "TrainingImages", "disable_checkpointing"]

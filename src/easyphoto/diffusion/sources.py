@@ -1,0 +1,183 @@
+"""Where weights come from and how they run: device/dtype choice, schedulers, hub/file errors.
+
+Helpers of :class:`~easyphoto.diffusion.models.ModelCache`, kept apart so each reads on its own: which
+device and dtype (:func:`pick_device_dtype`), which sampler (:func:`make_scheduler`), whether a source
+is a path or a URL, and how a missing model becomes one :class:`ModelNotFoundError` naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from easyphoto.errors import ConfigError, ModelNotFoundError
+
+# transformers warns on every run that torchvision is absent and it uses the PIL image processor (which is
+# what we want: the pipelines never preprocess images with it).
+logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
+
+
+def quiet_libraries() -> None:
+    """No per-file "Loading weights" bars and no notices about stacking LoRA adapters.
+
+    Set ``EASYPHOTO_VERBOSE=1`` to keep the libraries' own output.
+    """
+    if os.environ.get("EASYPHOTO_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    import warnings
+
+    with contextlib.suppress(ImportError):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r"Already found a `peft_config` attribute")
+    warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")
+
+
+#: Inference schedulers :func:`make_scheduler` builds (DESIGN §4: EasyPhoto samples with DPM++ 2M Karras).
+#: ``lcm`` is the Latent Consistency Model sampler for the fast mode (with an LCM-LoRA, 4–8 steps).
+SCHEDULERS: tuple[str, ...] = ("dpmpp_2m_karras", "dpmpp_2m_sde_karras", "lcm")
+
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
+_DTYPES = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def pick_device_dtype(
+    device: str | None = None, dtype: str | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """Choose the torch device and dtype: explicit values win, else CUDA > MPS > CPU.
+
+    Defaults: float16 on CUDA (SD1.5 is trained to run in half precision there, half the VRAM), float32 on
+    MPS and CPU (float16 on CPU is slow and on MPS can give black images). Raises
+    :class:`~easyphoto.errors.ConfigError` for an unknown dtype or a device torch cannot use.
+    """
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            dev = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            dev = torch.device("mps")
+        else:
+            dev = torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"device {device!r} is not a torch device (use cpu, cuda, cuda:1, mps)"
+            ) from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__})"
+            )
+        if dev.type == "mps" and not (
+            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        ):
+            raise ConfigError(f"device {device!r} requested but Apple MPS is not available")
+    if dtype is None or dtype == "auto":
+        dt = torch.float16 if dev.type == "cuda" else torch.float32
+    else:
+        key = str(dtype).lower().removeprefix("torch.")
+        if key not in _DTYPES:
+            raise ConfigError(f"dtype {dtype!r} is not supported (use float16, bfloat16 or float32)")
+        dt = _DTYPES[key]
+    return dev, dt
+
+
+def make_scheduler(scheduler_config: dict[str, Any], kind: str = "dpmpp_2m_karras"):
+    """A fresh inference scheduler built from a model's ``scheduler/`` config.
+
+    ``dpmpp_2m_karras``: DPM++ 2M with Karras sigmas, deterministic given the initial noise (good quality
+    in 20–50 steps). ``dpmpp_2m_sde_karras``: EasyPhoto's sampler, adds seeded noise at every step.
+    ``lcm``: the LCM sampler, for models distilled with latent consistency (an LCM-LoRA), 4–8 steps.
+    Schedulers hold per-run state, so each pipeline gets its own.
+    """
+    from diffusers import DPMSolverMultistepScheduler, LCMScheduler
+
+    if kind not in SCHEDULERS:
+        raise ConfigError(f"scheduler {kind!r} is unknown; choose one of {', '.join(SCHEDULERS)}")
+    if kind == "lcm":
+        return LCMScheduler.from_config(scheduler_config)
+    algorithm = "sde-dpmsolver++" if kind == "dpmpp_2m_sde_karras" else "dpmsolver++"
+    return DPMSolverMultistepScheduler.from_config(
+        scheduler_config, algorithm_type=algorithm, solver_order=2, use_karras_sigmas=True
+    )
+
+
+@contextlib.contextmanager
+def _diffusers_errors_only() -> Iterator[None]:
+    """Silence diffusers' warnings for a moment (e.g. "no text-encoder keys" for UNet-only LoRAs)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    before = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(before)
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    with contextlib.suppress(ImportError):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        errors.append(EntryNotFoundError)
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        errors.append(httpx.HTTPError)
+    with contextlib.suppress(ImportError):
+        import requests
+
+        errors.append(requests.RequestException)
+    return tuple(errors)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("https://", "http://"))
+
+
+def _looks_like_path(source: str) -> bool:
+    return (
+        source.startswith(("/", "./", "../", "~", "\\"))
+        or source.lower().endswith(_SINGLE_FILE_SUFFIXES)
+        or source.count("/") > 1
+        or (len(source) > 1 and source[1] == ":")
+    )
+
+
+@contextlib.contextmanager
+def _explain_missing(what: str, source: str, hint: str) -> Iterator[None]:
+    """Turn hub / file errors into one :class:`ModelNotFoundError` naming ``what`` and how to provide it."""
+    try:
+        yield
+    except ModelNotFoundError:
+        raise
+    except _hub_errors() as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+        if Path(source).expanduser().exists():
+            msg = f"{what} {source!r} could not be loaded: {reason}. {hint[0].upper()}{hint[1:]}."
+        else:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+            where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub is unreachable"
+            msg = f"{what} {source!r} not found locally and {where} (or the id is wrong): {hint}. [{reason}]"
+        raise ModelNotFoundError(msg) from None

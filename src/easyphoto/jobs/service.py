@@ -1,0 +1,285 @@
+"""What the HTTP API and the web UI both call: submit, inspect, cancel and resume jobs; list, show and
+delete user models. Here a request becomes a job: the inputs are validated (user ids, every setting,
+every image fully decoded once), stored under ``jobs/<id>/inputs/`` with names chosen here (never taken
+from a request) and one row is queued. No pipeline logic lives here: the worker runs the workflows.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import ServerSettings, easyphoto_home, effective_config
+from ..errors import BadImageError, ConfigError, UserBusyError
+from ..store import validate_user_id
+from ..users import UserModel, delete_user, list_users
+from .store import Job, JobNotFoundError, JobStore, log_tail
+
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
+_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+@dataclass
+class Upload:
+    """An uploaded file: the name the client gave (used only as a label) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts (defined once, in :class:`~easyphoto.config.ServerSettings`):
+    ``max_file_bytes`` per photo, ``max_pixels`` per image (checked from the header before decoding),
+    at most ``max_photos`` training photos and ``max_templates`` templates per request."""
+
+    max_file_bytes: int
+    max_pixels: int
+    max_photos: int
+    max_templates: int
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings | None = None, **changes: Any) -> Limits:
+        """The limits of ``settings`` (default: the environment's), with ``changes`` applied."""
+        s = settings or ServerSettings()
+        values = {
+            "max_file_bytes": s.max_file_bytes,
+            "max_pixels": s.max_pixels,
+            "max_photos": s.max_photos,
+            "max_templates": s.max_templates,
+        }
+        return cls(**(values | changes))
+
+
+class UploadTooLargeError(BadImageError):
+    """An uploaded file is over the size limit (HTTP 413)."""
+
+
+def safe_label(name: str | None, fallback: str) -> str:
+    """A short, safe display name for an uploaded file (no folders, odd characters replaced)."""
+    stem = Path(str(name or "")).name
+    base, _, ext = stem.rpartition(".")
+    stem = base or ext
+    cleaned = _SAFE_NAME_RE.sub("_", stem).strip("_")[:40]
+    return cleaned or fallback
+
+
+def check_image(upload: Upload, limits: Limits) -> tuple[str, tuple[int, int]]:
+    """Validate one uploaded image fully (decoded once); returns (extension, (width, height)).
+
+    Raises :class:`BadImageError` (or :class:`UploadTooLargeError`) with a message naming the file.
+    """
+    from PIL import Image
+
+    from ..imageio import load_image
+
+    label = Path(str(upload.name or "upload")).name[:80] or "upload"
+    if len(upload.data) > limits.max_file_bytes:
+        raise UploadTooLargeError(
+            label,
+            f"file too large ({len(upload.data) / 1e6:.1f} MB, limit {limits.max_file_bytes / 1e6:.1f} MB)",
+        )
+    image = load_image(upload.data, name=label, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
+    try:
+        with Image.open(io.BytesIO(upload.data)) as im:
+            fmt = im.format or ""
+    except Exception:  # load_image succeeded, so this does not happen; keep a safe default
+        fmt = ""
+    return _FORMAT_EXT.get(fmt, "img"), (int(image.shape[1]), int(image.shape[0]))
+
+
+class JobService:
+    """The operations the HTTP API and the web UI share: one object per server.
+
+    ``home``: ``EASYPHOTO_HOME``. ``limits``: upload limits (default: :class:`ServerSettings`'). Every
+    setting is validated and resolved (defaults, then the operator's presets, then the request) when a
+    job is submitted, so a bad value is refused at once and the job row records exactly the settings
+    it runs with.
+    """
+
+    def __init__(self, home: Path | None = None, limits: Limits | None = None) -> None:
+        self.home = Path(home or easyphoto_home())
+        self.limits = limits or Limits.from_settings()
+        self.store = JobStore(self.home)
+        self.templates_dir = self.home / "templates"
+
+    # ------------------------------------------------------------------ defaults
+    def defaults(self, kind: str) -> Any:
+        """Effective default settings of ``train``, ``prepare`` or ``generate``."""
+        return effective_config(kind)
+
+    # ------------------------------------------------------------------ submit
+    def _store_uploads(
+        self, folder: Path, uploads: Sequence[Upload], prefix: str, what: str, limit: int
+    ) -> list[dict[str, Any]]:
+        if not uploads:
+            raise BadImageError(what, "no files were uploaded")
+        if len(uploads) > limit:
+            raise ConfigError(f"too many {what}: {len(uploads)} (limit {limit})")
+        stored = []
+        for i, up in enumerate(uploads):
+            ext, size = check_image(up, self.limits)
+            label = safe_label(up.name, f"{prefix}{i:02d}")
+            name = f"{i:02d}_{label}.{ext}"
+            (folder / "inputs" / name).write_bytes(up.data)
+            stored.append({"file": name, "name": label, "width": size[0], "height": size[1]})
+        return stored
+
+    def submit_train(
+        self,
+        user_id: str,
+        photos: Sequence[Upload],
+        train: dict[str, Any] | None = None,
+        prepare: dict[str, Any] | None = None,
+        *,
+        notes: Sequence[str] = (),
+    ) -> Job:
+        """Validate the user id, settings and photos, store the photos and queue a training."""
+        validate_user_id(user_id)
+        if train and train.get("validation_templates"):
+            raise ConfigError(
+                "validation_templates names files on the server: only the operator may set it "
+                "(EASYPHOTO_TRAIN_DEFAULTS), not a request"
+            )
+        tcfg = effective_config("train", train)
+        pcfg = effective_config("prepare", prepare)
+        active = self.store.active_for_user(user_id)
+        if active:
+            raise UserBusyError(
+                f"user {user_id!r} is busy: its training job {active[0].id} is queued or running",
+                job_id=active[0].id,
+            )
+        job_id, folder = self.store.new_job_dir()
+        try:
+            stored = self._store_uploads(folder, photos, "photo", "photos", self.limits.max_photos)
+            params = {
+                "user_id": user_id,
+                "photos": stored,
+                "train": tcfg.to_dict(),
+                "prepare": pcfg.to_dict(),
+                "resume": False,
+                "notes": list(notes),
+            }
+            return self.store.submit(job_id, "train", params, user_id=user_id)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def list_templates(self) -> list[str]:
+        """Image files in ``EASYPHOTO_HOME/templates`` (a folder the user can fill)."""
+        if not self.templates_dir.is_dir():
+            return []
+        exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+        return sorted(
+            p.name
+            for p in self.templates_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
+        )
+
+    def template_path(self, name: str) -> Path:
+        """A library template by name: only names in the folder's listing are accepted."""
+        listing = self.list_templates()
+        if name not in listing:
+            raise ConfigError(f"no template named {name!r} in the templates folder")
+        return self.templates_dir / listing[listing.index(name)]
+
+    def submit_generate(
+        self,
+        user_ids: Sequence[str],
+        templates: Sequence[Upload] = (),
+        library_templates: Sequence[str] = (),
+        generate: dict[str, Any] | None = None,
+        *,
+        notes: Sequence[str] = (),
+    ) -> Job:
+        """Validate user ids (trained), settings and templates, store the templates, queue a generation."""
+        from ..stages.generate.controls import check_controlnets
+        from ..workflows import check_users
+
+        ids = check_users(user_ids, self.home)
+        gcfg = effective_config("generate", generate)
+        check_controlnets(gcfg)
+        uploads = list(templates)
+        for name in library_templates:
+            uploads.append(Upload(name=name, data=self.template_path(name).read_bytes()))
+        job_id, folder = self.store.new_job_dir()
+        try:
+            stored = self._store_uploads(folder, uploads, "template", "templates", self.limits.max_templates)
+            params = {
+                "user_ids": ids,
+                "templates": stored,
+                "generate": gcfg.to_dict(),
+                "notes": list(notes),
+            }
+            first = next((u for u in ids if u.lower() != "none"), None)
+            return self.store.submit(job_id, "generate", params, user_id=first)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    # ------------------------------------------------------------------ inspect
+    def job_view(
+        self, job_id: str, *, events_since: int | None = None, log_lines: int = 40
+    ) -> dict[str, Any]:
+        """Everything a client shows about a job: state, progress, log tail, result, errors."""
+        job = self.store.get(job_id)
+        out = job.to_dict()
+        out["queue_position"] = self.store.queue_position(job)
+        out["log_tail"] = log_tail(job.log_path, log_lines) if log_lines else ""
+        out["notes"] = job.params.get("notes", [])
+        if events_since is not None:
+            out["events"] = self.store.events(job_id, since=events_since)
+        return out
+
+    def job_file(self, job_id: str, name: str) -> Path:
+        """A file a job produced, by name: only names in the job's ``files/`` listing are served."""
+        folder = self.store.files_dir(job_id)
+        self.store.get(job_id)
+        listing = os.listdir(folder) if folder.is_dir() else []
+        if name not in listing or name.startswith("."):
+            raise JobNotFoundError(f"job {job_id} has no file {name!r}")
+        return folder / listing[listing.index(name)]
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel (queued) or ask to stop (running)."""
+        return self.store.request_cancel(job_id)
+
+    def resume(self, job_id: str) -> Job:
+        """Requeue an interrupted training (continues from its checkpoint)."""
+        return self.store.resume(job_id)
+
+    # ------------------------------------------------------------------ users
+    def list_users(self) -> list[dict[str, Any]]:
+        """Every trained user with their scores and dates, newest first."""
+        return list_users(self.home)
+
+    def user_ids(self) -> list[str]:
+        """Trained user ids, sorted (models that cannot be read are left out)."""
+        return sorted(u["user_id"] for u in self.list_users() if "error" not in u)
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        """One trained user's summary."""
+        return UserModel.load(user_id, self.home).summary()
+
+    def user_file(self, user_id: str, name: str) -> Path:
+        """One of a trained user's public files (``lora.safetensors``, ``face_id.png``, ``ref.png``)."""
+        return UserModel.load(user_id, self.home).file(name)
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user model (refused while a training of this user is queued or running)."""
+        active = self.store.active_for_user(user_id)
+        if active:
+            raise UserBusyError(
+                f"user {user_id!r} is busy: its training job {active[0].id} is queued or running",
+                job_id=active[0].id,
+            )
+        delete_user(user_id, self.home)
+
+
+__all__ = ["JobService", "Limits", "Upload", "UploadTooLargeError", "check_image", "safe_label"]

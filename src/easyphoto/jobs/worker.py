@@ -1,0 +1,332 @@
+"""The job worker: claims queued jobs one at a time and runs each through its workflow.
+
+A worker process (``python -m easyphoto.jobs worker``) holds one model cache, face analyzer and
+portrait generator for its whole life (a second generation loads nothing again). For each job it calls
+:func:`easyphoto.workflows.prepare_and_train` or :func:`easyphoto.workflows.generate_batch`, turns their
+events into job progress, copies what the UI shows into ``jobs/<id>/files/`` and records the outcome.
+Whatever a job does — succeed, fail in setup, run out of memory — the shared model cache is brought back
+to its clean state (:meth:`~easyphoto.diffusion.models.ModelCache.reset`) before the next job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelConfig, easyphoto_home
+from ..errors import EasyPhotoError
+from ..store import atomic_path, user_dir, validate_user_id
+from ..users import FACE_ID_FILE, has_checkpoint
+from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, Job, JobStore
+
+log = logging.getLogger("easyphoto.jobs")
+
+
+class JobCancelled(EasyPhotoError):
+    """Raised inside the worker when a job's cancellation was requested."""
+
+
+class _JobLog:
+    """Route the ``easyphoto`` loggers into the job's log file while it runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.logger = logging.getLogger("easyphoto")
+
+    def __enter__(self) -> _JobLog:
+        self.logger.addHandler(self.handler)
+        if self.logger.level == logging.NOTSET or self.logger.level > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy a file so that ``dst`` is never seen half-written."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+class Worker:
+    """Runs queued jobs one at a time with models kept loaded between jobs.
+
+    ``model_config``: base model etc. (default: :class:`ModelConfig`, which reads ``EASYPHOTO_*``).
+    ``parent_pid``: exit (interrupting the running job at its next check) when this process is gone.
+    """
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        model_config: Any = None,
+        parent_pid: int | None = None,
+        poll: float = 0.1,
+    ) -> None:
+        self.home = Path(home or easyphoto_home())
+        self.store = JobStore(self.home)
+        self.model_config = model_config
+        self.parent_pid = parent_pid
+        self.poll = poll
+        self.pid = os.getpid()
+        self.stopping = False
+        self._cache: Any = None
+        self._analyzer: Any = None
+        self._generator: Any = None
+        self._cancel_checked = 0.0
+        self._cancel_flag = False
+
+    # ------------------------------------------------------------------ lazily loaded models
+    @property
+    def cache(self) -> Any:
+        if self._cache is None:
+            from ..diffusion.models import ModelCache
+
+            self._cache = ModelCache(self.model_config or ModelConfig())
+        return self._cache
+
+    @property
+    def analyzer(self) -> Any:
+        if self._analyzer is None:
+            from ..face.analyzer import FaceAnalyzer
+
+            self._analyzer = FaceAnalyzer().load()
+        return self._analyzer
+
+    @property
+    def generator(self) -> Any:
+        if self._generator is None:
+            from ..stages.generate import PortraitGenerator
+
+            self._generator = PortraitGenerator(self.cache, self.analyzer, home=self.home)
+        return self._generator
+
+    # ------------------------------------------------------------------ loop
+    def parent_alive(self) -> bool:
+        return self.parent_pid is None or os.getppid() == self.parent_pid
+
+    def run_forever(self) -> None:
+        """Claim and run jobs until stopped (SIGTERM/SIGINT) or the parent process is gone."""
+        log.info("worker %d ready (home %s)", self.pid, self.home)
+        while not self.stopping and self.parent_alive():
+            job = self.store.claim_next(self.pid)
+            if job is None:
+                time.sleep(self.poll)
+                continue
+            self.run_job(job)
+        log.info("worker %d stopping", self.pid)
+
+    def should_stop(self, job_id: str) -> bool:
+        """Polled by the running job: cancellation requested, worker stopping, or parent gone."""
+        if self.stopping or not self.parent_alive():
+            return True
+        now = time.monotonic()
+        if now - self._cancel_checked > 0.25:
+            self._cancel_checked = now
+            self._cancel_flag = self.store.cancel_requested(job_id)
+        return self._cancel_flag
+
+    def run_job(self, job: Job) -> None:
+        """Run one claimed job and record its outcome (never raises for a job's own errors)."""
+        self._cancel_checked, self._cancel_flag = 0.0, False
+        folder = self.store.job_dir(job.id)
+        (folder / "files").mkdir(parents=True, exist_ok=True)
+        with _JobLog(Path(job.log_path)):
+            log.info("job %s (%s) started by worker %d, attempt %d", job.id, job.kind, self.pid, job.attempts)
+            t0 = time.perf_counter()
+            try:
+                run = self._run_train if job.kind == "train" else self._run_generate
+                result = run(job, folder)
+            except BaseException as exc:
+                self._record_failure(job, exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                log.info("job %s succeeded in %.1fs", job.id, time.perf_counter() - t0)
+                self.store.finish(job.id, self.pid, SUCCEEDED, result=result)
+            finally:
+                self._clean_models()
+
+    def _record_failure(self, job: Job, exc: BaseException) -> None:
+        from ..stages.train import TrainingInterrupted
+        from ..workflows import BatchStopped
+
+        resumable = job.kind == "train" and has_checkpoint(job.user_id, self.home)
+        if isinstance(exc, (TrainingInterrupted, JobCancelled, BatchStopped)) or not isinstance(
+            exc, Exception
+        ):
+            state = CANCELLED if self.store.cancel_requested(job.id) else INTERRUPTED
+            msg = "cancelled" if state == CANCELLED else f"interrupted: {exc}"
+            if job.kind == "train" and resumable:
+                msg += "; resume it to continue"
+            log.warning("job %s %s", job.id, msg)
+            self.store.finish(job.id, self.pid, state, error=msg, resumable=resumable)
+        elif isinstance(exc, EasyPhotoError):
+            log.error("job %s failed: %s", job.id, exc)
+            self.store.finish(job.id, self.pid, FAILED, error=str(exc), resumable=resumable)
+        else:
+            log.exception("job %s failed with an unexpected error", job.id, exc_info=exc)
+            msg = f"internal error: {type(exc).__name__}: {exc} (details in the job log)"
+            self.store.finish(job.id, self.pid, FAILED, error=msg, resumable=resumable)
+
+    def _clean_models(self) -> None:
+        """The shared cache back to its clean state, whatever the job left on it."""
+        if self._cache is None:
+            return
+        try:
+            self._cache.reset()
+        except Exception:  # a cache that cannot be cleaned is dropped: the next job loads afresh
+            log.exception("could not clean the model cache; it will be reloaded")
+            with contextlib.suppress(Exception):
+                self._cache.release()
+            self._cache = self._generator = None
+
+    # ------------------------------------------------------------------ training
+    def _run_train(self, job: Job, folder: Path) -> dict[str, Any]:
+        from ..config import PrepareConfig, TrainConfig
+        from ..workflows import prepare_and_train
+
+        params = job.params
+        user_id = validate_user_id(params["user_id"])
+        files = folder / "files"
+        resume = bool(params.get("resume")) and has_checkpoint(user_id, self.home)
+        progress = _TrainProgress(self.store, job.id, files)
+        result = prepare_and_train(
+            user_id,
+            None if resume else [folder / "inputs" / p["file"] for p in params["photos"]],
+            train_config=TrainConfig.from_layers(params.get("train")),
+            prepare_config=PrepareConfig.from_layers(params.get("prepare")),
+            cache=self.cache,
+            analyzer=self.analyzer,
+            home=self.home,
+            prepared_dir=folder / "dataset",
+            contact_sheet=None if resume else files / "contact_sheet.png",
+            on_event=progress,
+            should_stop=lambda: self.should_stop(job.id),
+            resume=resume,
+        )
+        if self._generator is not None:
+            self._generator._users.pop(user_id, None)  # a retrained user's assets must reload
+        face = user_dir(user_id, self.home) / FACE_ID_FILE
+        if face.is_file():
+            copy_atomic(face, files / FACE_ID_FILE)
+        return {
+            "user_id": user_id,
+            "steps": result.steps,
+            "best_score": round(float(result.best_score), 4),
+            "fused_steps": list(result.fused_steps),
+            "validations": progress.final_validations(result.validations),
+            "contact_sheet": "contact_sheet.png" if (files / "contact_sheet.png").is_file() else None,
+            "face_id": FACE_ID_FILE if (files / FACE_ID_FILE).is_file() else None,
+        }
+
+    # ------------------------------------------------------------------ generation
+    def _run_generate(self, job: Job, folder: Path) -> dict[str, Any]:
+        from ..config import GenerateConfig
+        from ..workflows import generate_batch
+
+        params = job.params
+        ids = list(params["user_ids"])
+        files = folder / "files"
+        templates = params["templates"]
+        total = len(templates)
+
+        def on_event(event: dict[str, Any]) -> None:
+            progress = None
+            if event.get("type") == "template":
+                i = event["index"]
+                progress = {"stage": "generate", "template": i + 1, "templates": total, "fraction": i / total}
+            self.store.add_event(job.id, event, progress)
+
+        batch = generate_batch(
+            [(folder / "inputs" / t["file"], t["name"]) for t in templates],
+            ids,
+            GenerateConfig.from_layers(params.get("generate")),
+            files,
+            generator=self.generator,
+            home=self.home,
+            file_name=lambda i, name, _ids: f"portrait_{i:02d}_{name}.png",
+            on_event=on_event,
+            should_stop=lambda: self.should_stop(job.id),
+        )
+        for uid in dict.fromkeys(u for u in ids if u.lower() != "none"):
+            face = user_dir(uid, self.home) / FACE_ID_FILE
+            if face.is_file():
+                copy_atomic(face, files / f"face_id_{uid}.png")
+        self.store.add_event(job.id, {"type": "done"}, {"stage": "done", "fraction": 1.0})
+        images = [{k: v for k, v in img.items() if k != "path"} for img in batch.images]
+        return {"images": images, "errors": batch.errors, "user_ids": ids}
+
+
+class _TrainProgress:
+    """Turns the training workflow's events into job events and progress (and copies validation
+    images into the job's ``files/`` so the UI can show them)."""
+
+    def __init__(self, store: JobStore, job_id: str, files: Path) -> None:
+        self.store, self.job_id, self.files = store, job_id, files
+        self.validations: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        emit = self.store.add_event
+        if kind == "stage":
+            emit(self.job_id, event, {"stage": event["stage"], "fraction": 0.0})
+        elif kind == "prepare":
+            emit(
+                self.job_id,
+                event,
+                {"stage": "prepare", "photo": event["index"] + 1, "photos": event["total"]},
+            )
+        elif kind == "contact_sheet":
+            emit(self.job_id, {"type": "contact_sheet", "file": "contact_sheet.png"})
+        elif kind == "prepared":
+            event = {k: v for k, v in event.items() if k != "out"} | {"contact_sheet": "contact_sheet.png"}
+            progress = {"stage": "train", "kept": event["kept"], "rejected": len(event["rejected"])}
+            emit(self.job_id, event, progress | {"contact_sheet": "contact_sheet.png"})
+        elif kind in ("start", "step"):
+            progress = {"stage": "train", "step": event["step"], "max_steps": event["max_steps"]}
+            if kind == "step":
+                frac = event["step"] / max(1, event["max_steps"])
+                progress |= {"loss": round(float(event["loss"]), 5), "eta_s": event.get("eta_s")}
+                progress |= {"fraction": round(frac, 4)}
+            else:
+                progress["fraction"] = 0.0
+            emit(self.job_id, event, progress)
+        elif kind == "validation":
+            self._validation(event)
+        elif kind == "done":
+            emit(
+                self.job_id,
+                {k: v for k, v in event.items() if k != "path"},
+                {"stage": "done", "fraction": 1.0},
+            )
+
+    def _validation(self, event: dict[str, Any]) -> None:
+        names = []
+        for src in event.get("images", []):
+            name = f"val_{Path(src).name}"
+            with contextlib.suppress(OSError):
+                copy_atomic(Path(src), self.files / name)
+                names.append(name)
+        entry = {"step": event["step"], "scores": event["scores"], "images": names}
+        self.validations[:] = [v for v in self.validations if v["step"] != event["step"]] + [entry]
+        self.store.add_event(self.job_id, {"type": "validation", **entry}, {"validations": self.validations})
+
+    def final_validations(self, results: list[Any]) -> list[dict[str, Any]]:
+        """Every validation of the run (those from before a resume without images)."""
+        out = list(self.validations)
+        for v in results:
+            if not any(x["step"] == v.step for x in out):
+                out.append({"step": v.step, "scores": v.scores, "images": []})
+        return sorted(out, key=lambda v: v["step"])
+
+
+__all__ = ["JobCancelled", "Worker", "copy_atomic"]

@@ -1,0 +1,161 @@
+"""The one server: FastAPI with the ``/v1`` API, EasyPhoto's own endpoints and the web UI.
+
+:func:`create_app` assembles it: settings (:class:`~easyphoto.config.ServerSettings`), the security
+middlewares (:mod:`.security`), error mapping (:mod:`.errors`), the routes (:mod:`.routes`,
+:mod:`.compat`), the login page, and — unless ``ui=False`` — the Gradio UI mounted at ``/`` after every
+API route (a route declared after the mount would answer 404). Training and generation never run in a
+request: they are jobs (:mod:`easyphoto.jobs`) run by the worker processes the server starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Form
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from ..config import ServerSettings
+from ..jobs import JobService, Limits, WorkerSupervisor
+from . import compat, routes
+from .errors import install_error_handlers
+from .security import TOKEN_COOKIE, BodyLimitMiddleware, SameOriginMiddleware, TokenAuthMiddleware, check_bind
+
+log = logging.getLogger("easyphoto.server")
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The FastAPI app: API routes, then (if ``settings.ui``) the Gradio UI mounted at ``/``."""
+    from .. import __version__
+
+    settings = settings or ServerSettings()
+    service = JobService(settings.home, Limits.from_settings(settings))
+    supervisor = WorkerSupervisor(settings.home, workers=settings.workers) if settings.start_workers else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if supervisor is not None:
+            supervisor.start()
+        try:
+            yield
+        finally:
+            if supervisor is not None:
+                await run_in_threadpool(supervisor.stop)
+
+    app = FastAPI(
+        title="EasyPhoto",
+        version=__version__,
+        description="Train a face LoRA from a few photos and paint yourself into template photos.",
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.supervisor = supervisor
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(SameOriginMiddleware)
+    if settings.token:
+        app.add_middleware(TokenAuthMiddleware, token=settings.token)
+    _add_login(app, settings)
+    app.include_router(routes.build_router(service, settings, supervisor))
+    app.include_router(compat.build_router(service, settings))
+    if settings.ui:  # must come last
+        from .webui import mount_ui
+
+        mount_ui(app, service, lang=settings.ui_lang)
+    else:
+
+        @app.get("/", include_in_schema=False)
+        def root() -> RedirectResponse:
+            return RedirectResponse("/docs")
+
+    return app
+
+
+def _add_login(app: FastAPI, settings: ServerSettings) -> None:
+    """``/login``: the browser UI trades the token for an HttpOnly cookie once."""
+
+    @app.get("/login", include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><meta charset=utf-8><title>EasyPhoto</title>"
+            "<form method=post action=/login style='font-family:sans-serif;margin:4em'>"
+            "<p>EasyPhoto API token / 访问令牌</p><input name=token type=password autofocus size=40>"
+            "<button>OK</button></form>"
+        )
+
+    @app.post("/login", include_in_schema=False)
+    def login(token: str = Form("")) -> Response:
+        if not settings.token or not hmac.compare_digest(token.encode(), settings.token.encode()):
+            return HTMLResponse("wrong token", status_code=401)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+        return resp
+
+
+def _share_tunnel(host: str, port: int) -> None:
+    """Open a Gradio share link to the local server (needs internet; failures are logged)."""
+    try:
+        from gradio.networking import setup_tunnel
+
+        url = setup_tunnel(
+            "127.0.0.1" if host in ("0.0.0.0", "::") else host, port, secrets.token_urlsafe(32), None, None
+        )
+        log.warning("public share link: %s (protected by EASYPHOTO_API_TOKEN)", url)
+        print(f"Public URL: {url}", flush=True)
+    except Exception as exc:  # no internet, frpc missing…
+        log.error("could not create a share link: %s", exc)
+        print(f"could not create a share link: {exc}", flush=True)
+
+
+def run_server(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    *,
+    ui: bool = True,
+    share: bool = False,
+    open_browser: bool = False,
+    settings: ServerSettings | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the app with uvicorn until interrupted (Ctrl-C stops the worker cleanly)."""
+    import uvicorn
+
+    settings = (settings or ServerSettings()).replace(ui=ui)
+    check_bind(host, settings.token, share)
+    if ui:
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{url_host}:{port}/"
+
+    def after_start() -> None:
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.1)
+        else:
+            return
+        print(f"EasyPhoto is running at {url} (API docs: {url}docs)", flush=True)
+        if share:
+            _share_tunnel(host, port)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    threading.Thread(target=after_start, daemon=True).start()
+    server.run()
+
+
+__all__ = ["create_app", "run_server"]

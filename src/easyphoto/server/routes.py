@@ -1,0 +1,248 @@
+"""The ``/v1`` API: health and defaults, training and generation jobs, users and templates.
+
+Each route parses its request, calls one :class:`~easyphoto.jobs.JobService` method and renders the
+answer. Settings arrive as a JSON ``options`` form field next to the uploaded files; OpenAPI shows its
+schema (every field with its type, range and description), and a bad value is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from .. import __version__
+from ..config import GenerateConfig, PrepareConfig, ServerSettings, TrainConfig
+from ..errors import ConfigError
+from ..jobs import JobService, Limits, Upload, UploadTooLargeError
+from .waiting import wait_for_job
+
+
+class JobAccepted(BaseModel):
+    """A job was queued."""
+
+    job_id: str
+    kind: str
+    state: str
+    url: str
+
+
+def _options_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = cls.model_json_schema()
+    schema["properties"] = {**schema["properties"], **(extra or {})}
+    schema.pop("required", None)
+    return {"contentMediaType": "application/json", "contentSchema": schema}
+
+
+TRAIN_OPTIONS = _options_schema(
+    TrainConfig, {"prepare": {**PrepareConfig.model_json_schema(), "description": "Preparation settings."}}
+)
+GENERATE_OPTIONS = _options_schema(GenerateConfig)
+
+
+def job_urls(view: dict[str, Any]) -> dict[str, Any]:
+    """Add download URLs for the files a job produced."""
+    jid = view["id"]
+
+    def url(name: str | None) -> str | None:
+        return f"/v1/jobs/{jid}/files/{name}" if name else None
+
+    result = view.get("result") or {}
+    for img in result.get("images", []) or []:
+        img["url"] = url(img.get("file"))
+    for v in result.get("validations", []) or []:
+        v["urls"] = [url(n) for n in v.get("images", [])]
+    for key in ("contact_sheet", "face_id"):
+        if result.get(key):
+            result[f"{key}_url"] = url(result[key])
+    progress = view.get("progress") or {}
+    if progress.get("contact_sheet"):
+        progress["contact_sheet_url"] = url(progress["contact_sheet"])
+    for v in progress.get("validations", []) or []:
+        v["urls"] = [url(n) for n in v.get("images", [])]
+    return view
+
+
+async def read_uploads(files: list[UploadFile] | None, limits: Limits, what: str) -> list[Upload]:
+    """The uploaded files' bytes, each refused beyond the size limit (read at most limit + 1 bytes)."""
+    uploads = []
+    for i, f in enumerate(files or []):
+        label = f.filename or f"{what}{i}"
+        if f.size is not None and f.size > limits.max_file_bytes:
+            raise UploadTooLargeError(
+                Path(label).name,
+                f"file too large ({f.size / 1e6:.1f} MB, limit {limits.max_file_bytes / 1e6:.1f} MB)",
+            )
+        data = await f.read(limits.max_file_bytes + 1)
+        uploads.append(Upload(name=label, data=data))
+    return uploads
+
+
+def parse_options(options: str | None) -> dict[str, Any]:
+    """The ``options`` form field: a JSON object of settings (validated later by the schema)."""
+    if not options:
+        return {}
+    try:
+        data = json.loads(options)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"options: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("options: expected a JSON object of settings")
+    return data
+
+
+def build_router(service: JobService, settings: ServerSettings, supervisor: Any = None) -> APIRouter:
+    """Every ``/v1`` route over ``service``."""
+    router = APIRouter()
+    limits = service.limits
+
+    @router.get("/v1/health", tags=["server"])
+    def health() -> dict[str, Any]:
+        """Server status: version, worker processes, jobs per state."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "workers": supervisor.pids if supervisor is not None else [],
+            "jobs": service.store.state_counts(),
+        }
+
+    @router.get("/v1/defaults", tags=["server"])
+    def defaults() -> dict[str, Any]:
+        """The default settings of training, preparation and generation on this server."""
+        return {k: service.defaults(k).to_dict() for k in ("train", "prepare", "generate")}
+
+    @router.post("/v1/users/{user_id}/train", status_code=202, response_model=JobAccepted, tags=["training"])
+    async def train_user(
+        user_id: str,
+        photos: list[UploadFile] = File(..., description="5–20 photos of the user."),
+        options: str | None = Form(
+            None,
+            description='JSON object of training settings, e.g. {"max_steps": 400, "rank": 64}; '
+            'preparation settings under "prepare".',
+            json_schema_extra=TRAIN_OPTIONS,
+        ),
+    ) -> JobAccepted:
+        """Queue a training of ``user_id`` from uploaded photos (prepared first); returns the job id."""
+        opts = parse_options(options)
+        prep = opts.pop("prepare", None) or {}
+        if not isinstance(prep, dict):
+            raise ConfigError("options.prepare: expected a JSON object")
+        uploads = await read_uploads(photos, limits, "photo")
+        job = await run_in_threadpool(service.submit_train, user_id, uploads, opts, prep)
+        return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
+
+    @router.post("/v1/generate", status_code=202, response_model=JobAccepted, tags=["generation"])
+    async def generate(
+        user_ids: list[str] = Form(
+            ..., description="User id per template face, left to right ('none' skips)."
+        ),
+        templates: list[UploadFile] | None = File(None, description="Template photos."),
+        template_names: list[str] | None = Form(
+            None, description="Templates from the server's templates folder."
+        ),
+        options: str | None = Form(
+            None,
+            description='JSON object of generation settings, e.g. {"seed": 1}.',
+            json_schema_extra=GENERATE_OPTIONS,
+        ),
+    ) -> JobAccepted:
+        """Queue a generation: templates × user ids; the job's result lists images and scores."""
+        ids = [u.strip() for item in user_ids for u in item.split(",") if u.strip()]
+        uploads = await read_uploads(templates, limits, "template")
+        job = await run_in_threadpool(
+            service.submit_generate, ids, uploads, list(template_names or []), parse_options(options)
+        )
+        return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
+
+    @router.get("/v1/jobs", tags=["jobs"])
+    def list_jobs(
+        state: str | None = None, kind: str | None = None, limit: int = Query(50, ge=1, le=500)
+    ) -> list[dict[str, Any]]:
+        """Recent jobs, newest first."""
+        return [j.to_dict() for j in service.store.list(state=state, kind=kind, limit=limit)]
+
+    @router.get("/v1/jobs/{job_id}", tags=["jobs"])
+    def get_job(
+        job_id: str,
+        events_since: int | None = Query(
+            None, ge=0, description="Include events after this sequence number."
+        ),
+        log_lines: int = Query(40, ge=0, le=2000, description="Lines of the job log to include."),
+    ) -> dict[str, Any]:
+        """State, progress, log tail and (when finished) result or error of a job."""
+        return job_urls(service.job_view(job_id, events_since=events_since, log_lines=log_lines))
+
+    @router.get("/v1/jobs/{job_id}/wait", tags=["jobs"])
+    async def wait_job(job_id: str, timeout: float = Query(60.0, ge=0, le=3600)) -> dict[str, Any]:
+        """Like GET /v1/jobs/{id}, but answers when the job has finished or after ``timeout`` seconds."""
+        await wait_for_job(service, job_id, timeout)
+        return job_urls(service.job_view(job_id))
+
+    @router.delete("/v1/jobs/{job_id}", status_code=202, tags=["jobs"])
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        """Cancel a queued job, or ask a running one to stop (a training keeps its checkpoint)."""
+        job = service.cancel(job_id)
+        return {"job_id": job.id, "state": job.state, "cancel_requested": job.cancel_requested}
+
+    @router.post("/v1/jobs/{job_id}/resume", status_code=202, response_model=JobAccepted, tags=["jobs"])
+    def resume_job(job_id: str) -> JobAccepted:
+        """Put an interrupted or cancelled training back in the queue; it continues from its checkpoint."""
+        job = service.resume(job_id)
+        return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
+
+    @router.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"])
+    def job_file(job_id: str, name: str) -> FileResponse:
+        """A file the job produced (portraits, contact sheet, validation images), by its listed name."""
+        return FileResponse(service.job_file(job_id, name))
+
+    # ------------------------------------------------------------------ v1: users and templates
+    @router.get("/v1/users", tags=["users"])
+    def list_users() -> list[dict[str, Any]]:
+        """Trained users with their scores and dates."""
+        return service.list_users()
+
+    @router.get("/v1/users/{user_id}", tags=["users"])
+    def get_user(user_id: str) -> dict[str, Any]:
+        """One trained user."""
+        return service.user(user_id)
+
+    @router.delete("/v1/users/{user_id}", tags=["users"])
+    def delete_user(user_id: str) -> dict[str, Any]:
+        """Delete a user model (refused while it is being trained)."""
+        service.delete_user(user_id)
+        return {"deleted": user_id}
+
+    @router.get("/v1/users/{user_id}/lora", tags=["users"])
+    def user_lora(user_id: str) -> FileResponse:
+        """The user's LoRA (kohya/A1111 format, loads in the SD webui and in diffusers)."""
+        return FileResponse(
+            service.user_file(user_id, "lora.safetensors"),
+            media_type="application/octet-stream",
+            filename=f"{user_id}.safetensors",
+        )
+
+    @router.get("/v1/users/{user_id}/face", tags=["users"])
+    def user_face(user_id: str) -> FileResponse:
+        """The user's face image (``face_id.png``): the best validation render, or the reference photo
+        when no render showed a face (``face_id_source`` in ``GET /v1/users/{user_id}``)."""
+        return FileResponse(service.user_file(user_id, "face_id.png"), media_type="image/png")
+
+    @router.get("/v1/templates", tags=["generation"])
+    def list_templates() -> list[str]:
+        """Template photos in the server's templates folder (``EASYPHOTO_HOME/templates``)."""
+        return service.list_templates()
+
+    @router.get("/v1/templates/{name}", tags=["generation"])
+    def template_file(name: str) -> FileResponse:
+        """One template photo of the templates folder."""
+        return FileResponse(service.template_path(name))
+
+    return router
+
+
+__all__ = ["JobAccepted", "build_router", "job_urls", "parse_options", "read_uploads"]

@@ -1,0 +1,72 @@
+"""The web UI (Gradio): Train, Generate and Models tabs over :class:`easyphoto.jobs.JobService`.
+
+One module per tab (:mod:`.train_tab`, :mod:`.generate_tab`, :mod:`.models_tab`); :mod:`.common` builds
+the settings inputs from the schema. Nothing here trains or generates: buttons submit jobs, a timer
+polls the job and shows its progress, log, contact sheet, validation images and results. Bad input
+(no face, unreadable photo, unknown user) shows as a readable message, never as a stack trace.
+Interface text comes from :mod:`easyphoto.server.i18n` (English / Simplified Chinese, by the browser's
+language unless ``lang`` forces one). Gradio is imported only when the UI is served.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...jobs import JobService
+from ...store import users_dir
+from ..i18n import TRANSLATIONS, t
+
+
+def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
+    """The Gradio Blocks and its ``gr.I18n`` (``None`` when ``lang`` forces one language)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    from .generate_tab import GenerateTab
+    from .models_tab import ModelsTab
+    from .train_tab import TrainTab
+
+    i18n = gr.I18n(**TRANSLATIONS) if lang not in TRANSLATIONS else None
+
+    def label(key: str) -> Any:
+        return i18n(key) if i18n is not None else t(key, lang)
+
+    with gr.Blocks(title="EasyPhoto", analytics_enabled=False) as demo:
+        gr.Markdown(label("title"))
+        with gr.Tabs():
+            with gr.Tab(label("tab.train"), id="train", elem_id="tab-train"):
+                TrainTab(gr, service, lang, label).layout()
+            with gr.Tab(label("tab.generate"), id="generate", elem_id="tab-generate"):
+                generate = GenerateTab(gr, service, lang, label)
+                users = generate.layout()
+            with gr.Tab(label("tab.models"), id="models", elem_id="tab-models"):
+                models = ModelsTab(gr, service, lang, label)
+                table, pick = models.layout()
+        demo.load(models.table, None, [table, pick])
+        demo.load(generate.refresh_users, None, [users])
+    return demo, i18n
+
+
+def mount_ui(app: Any, service: JobService, lang: str = "auto", path: str = "/") -> Any:
+    """Mount the UI on a FastAPI app (call after every API route is declared)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    demo, i18n = build_ui(service, lang)
+    theme = gr.themes.Default(
+        primary_hue="orange", font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path=path,
+        allowed_paths=[str(service.store.jobs_root), str(users_dir(service.home))],
+        i18n=i18n,
+        theme=theme,
+        show_error=True,
+        max_file_size=service.limits.max_file_bytes,
+    )
+
+
+__all__ = ["build_ui", "mount_ui"]

@@ -1,0 +1,152 @@
+"""What every tab of the web UI shares: settings inputs built from the schema, progress, language.
+
+The advanced-settings inputs come from :mod:`easyphoto.config`: each field's type picks the widget, its
+range bounds it and its one-line description is the help text, so a new setting appears in the UI with
+no UI code. (No ``from __future__ import annotations`` in the UI modules: Gradio finds the
+``gr.Request`` parameter of a handler by its evaluated annotation.)
+"""
+
+import typing
+from typing import Any
+
+import annotated_types
+
+from ..i18n import pick_language, t
+
+#: Settings shown as multi-line text boxes.
+LONG_TEXT = {"prompt", "negative_prompt", "validation_prompt", "validation_negative_prompt"}
+
+
+def request_lang(request: Any, setting: str) -> str:
+    """The language of one request: the forced one, or the browser's ``Accept-Language``."""
+    headers = getattr(request, "headers", None) or {}
+    try:
+        accept = headers.get("accept-language", "")
+    except AttributeError:
+        accept = ""
+    return pick_language(accept, setting)
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _bounds(field: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for m in field.metadata:
+        if isinstance(m, (annotated_types.Ge, annotated_types.Gt)):
+            out["minimum"] = float(getattr(m, "ge", getattr(m, "gt", 0)))
+        if isinstance(m, (annotated_types.Le, annotated_types.Lt)):
+            out["maximum"] = float(getattr(m, "le", getattr(m, "lt", 0)))
+    return out
+
+
+def input_for(gr: Any, cls: type, name: str, default: Any) -> Any:
+    """A Gradio input for one settings field: widget by type, bounds by range, help by description."""
+    field = cls.model_fields[name]
+    hint, optional = _optional(field.annotation)
+    info = field.description
+    if hint is bool:
+        return gr.Checkbox(label=name, value=bool(default), info=info)
+    if hint in (int, float) and not optional:
+        return gr.Number(
+            label=name, value=default, precision=0 if hint is int else None, info=info, **_bounds(field)
+        )
+    if typing.get_origin(hint) is tuple:
+        return gr.Textbox(label=name, value=", ".join(str(v) for v in default), info=info)
+    return gr.Textbox(
+        label=name,
+        value="" if default is None else str(default),
+        lines=2 if name in LONG_TEXT else 1,
+        placeholder="(auto)" if optional else None,
+        info=info,
+    )
+
+
+def form_values(cls: type, names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    """Raw widget values → settings overrides (empty text = unset for optional fields)."""
+    out: dict[str, Any] = {}
+    for name, value in zip(names, values, strict=True):
+        _, optional = _optional(cls.model_fields[name].annotation)
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "" and optional:
+                value = None
+        out[name] = value
+    return out
+
+
+def progress_html(fraction: float | None, text: str) -> str:
+    """A progress bar with one line of text under it."""
+    pct = max(0.0, min(1.0, float(fraction or 0.0))) * 100
+    return (
+        '<div class="ep-progress" style="margin:4px 0 8px 0">'
+        '<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+        f'<div style="width:{pct:.1f}%;height:14px;background:#f97316;transition:width .4s"></div></div>'
+        f'<div style="font-size:0.9em;margin-top:4px">{text}</div></div>'
+    )
+
+
+def _eta(seconds: Any) -> str:
+    if seconds is None:
+        return "…"
+    s = int(round(float(seconds)))
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def status_line(view: dict[str, Any], lang: str) -> tuple[float, str]:
+    """(fraction, one-line text) of a job view."""
+    state = view["state"]
+    prog = view.get("progress") or {}
+    label = t(f"state.{state}", lang)
+    if state == "queued":
+        ahead = view.get("queue_position") or 0
+        return 0.0, f"{label} · {t('msg.queued_ahead', lang, n=ahead)}"
+    if state == "running":
+        if prog.get("stage") == "prepare":
+            return 0.0, t("msg.preparing", lang, photo=prog.get("photo", 0), photos=prog.get("photos", "?"))
+        if "step" in prog and prog.get("stage") in ("train", "done"):
+            loss = prog.get("loss")
+            return float(prog.get("fraction") or 0.0), t(
+                "msg.step",
+                lang,
+                step=prog.get("step"),
+                max_steps=prog.get("max_steps"),
+                loss="…" if loss is None else f"{loss:.4f}",
+                eta=_eta(prog.get("eta_s")),
+            )
+        if prog.get("stage") == "generate":
+            return float(prog.get("fraction") or 0.0), t(
+                "msg.template", lang, template=prog.get("template"), templates=prog.get("templates")
+            )
+        return float(prog.get("fraction") or 0.0), label
+    return (1.0 if state == "succeeded" else float(prog.get("fraction") or 0.0)), label
+
+
+class Tab:
+    """What a tab's handlers share: the service, the language setting, error and file helpers."""
+
+    def __init__(self, gr: Any, service: Any, lang: str, label: Any) -> None:
+        self.gr, self.service, self.lang, self.L = gr, service, lang, label
+
+    def code(self, request: Any) -> str:
+        return request_lang(request, self.lang)
+
+    def error(self, exc: Exception, code: str) -> Any:
+        return self.gr.Error(str(exc), title=t("err.error", code), print_exception=False)
+
+    def job_file(self, job_id: str, name: str | None) -> str | None:
+        from ...errors import EasyPhotoError
+
+        if not name:
+            return None
+        try:
+            return str(self.service.job_file(job_id, name))
+        except EasyPhotoError:
+            return None
+
+
+__all__ = ["Tab", "form_values", "input_for", "progress_html", "request_lang", "status_line"]

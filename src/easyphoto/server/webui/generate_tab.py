@@ -1,0 +1,137 @@
+"""The Generate tab: pick trained users and templates (uploaded or from the templates folder), start a
+generation job, watch it and see the portraits with their similarity scores."""
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ...config import GenerateConfig
+from ...errors import EasyPhotoError
+from ...jobs import FINISHED, Upload
+from ..i18n import t
+from .common import Tab, form_values, input_for, progress_html, status_line
+
+GENERATE_FIELDS = list(GenerateConfig.model_fields)
+
+
+class GenerateTab(Tab):
+    """Handlers and layout of the Generate tab."""
+
+    def refresh_users(self):
+        return gr.Dropdown(choices=self.service.user_ids())
+
+    def refresh_templates(self):
+        return gr.Dropdown(choices=self.service.list_templates())
+
+    def start(
+        self,
+        request: gr.Request,
+        users: list[str] | None,
+        files: list[str] | None,
+        library: list[str] | None,
+        *values: Any,
+    ):
+        code = self.code(request)
+        if not users:
+            raise gr.Error(t("err.no_users", code), print_exception=False)
+        if not files and not library:
+            raise gr.Error(t("err.no_templates", code), print_exception=False)
+        try:
+            uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files or []]
+            settings = form_values(GenerateConfig, GENERATE_FIELDS, values)
+            job = self.service.submit_generate(list(users), uploads, list(library or []), settings)
+        except EasyPhotoError as exc:
+            raise self.error(exc, code) from None
+        return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
+
+    def poll(self, job_id: str, request: gr.Request):
+        code = self.code(request)
+        if not job_id:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+        view = self.service.job_view(job_id, log_lines=0)
+        fraction, line = status_line(view, code)
+        result = view.get("result") or {}
+        lines = [f"{t('train.job', code)} `{job_id}` · **{t('state.' + view['state'], code)}**"]
+        gallery, downloads, rows = [], [], []
+        for img in result.get("images", []):
+            path = self.job_file(job_id, img["file"])
+            if not path:
+                continue
+            caption = ", ".join(f"{s['user_id']}: {s['similarity']:.3f}" for s in img["scores"]) or "—"
+            gallery.append((path, f"{img['template']} · {caption}"))
+            downloads.append(path)
+            rows += [f"| {img['template']} | {s['user_id']} | {s['similarity']:.3f} |" for s in img["scores"]]
+        if gallery:
+            lines.append(t("msg.generated", code, n=len(gallery)))
+        if rows:
+            header = f"| {t('col.template', code)} | {t('col.user', code)} | {t('col.similarity', code)} |"
+            lines.append("\n".join([header, "|---|---|---|", *rows]))
+        lines += [f"⚠️ {err['error']}" for err in result.get("errors", [])]
+        if view.get("error"):
+            lines.append(f"❌ {view['error']}")
+        done = view["state"] in FINISHED
+        return (
+            progress_html(fraction, line),
+            "\n\n".join(lines),
+            gallery if done else gr.skip(),
+            (downloads or None) if done else gr.skip(),
+            gr.Timer(active=not done),
+        )
+
+    def cancel(self, job_id: str, request: gr.Request):
+        code = self.code(request)
+        if not job_id:
+            raise gr.Error(t("err.no_job", code), print_exception=False)
+        try:
+            self.service.cancel(job_id)
+        except EasyPhotoError as exc:
+            raise self.error(exc, code) from None
+        return gr.Timer(active=True)
+
+    def layout(self) -> Any:
+        """Build the tab (inside ``gr.Tab``) and wire its events; returns the users dropdown."""
+        L, service = self.L, self.service
+        gdef = service.defaults("generate")
+        job = gr.State("")
+        timer = gr.Timer(1.0, active=False)
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Row():
+                    users = gr.Dropdown(
+                        label=L("gen.users"), choices=service.user_ids(), multiselect=True, scale=4,
+                        elem_id="gen-users",
+                    )  # fmt: skip
+                    users_refresh = gr.Button(L("gen.refresh"), scale=1, elem_id="gen-users-refresh")
+                templates = gr.File(
+                    label=L("gen.templates"), file_count="multiple", file_types=["image"], type="filepath",
+                    elem_id="gen-templates",
+                )  # fmt: skip
+                with gr.Row():
+                    library = gr.Dropdown(
+                        label=L("gen.library"), choices=service.list_templates(), multiselect=True, scale=4,
+                        elem_id="gen-library",
+                    )  # fmt: skip
+                    library_refresh = gr.Button(L("gen.refresh"), scale=1)
+                gr.Markdown(t("gen.library_hint", "en", folder=service.templates_dir))
+                with gr.Accordion(L("gen.advanced"), open=False, elem_id="gen-advanced"):
+                    inputs = [input_for(gr, GenerateConfig, n, getattr(gdef, n)) for n in GENERATE_FIELDS]
+                with gr.Row():
+                    start = gr.Button(L("gen.start"), variant="primary", elem_id="gen-start")
+                    cancel = gr.Button(L("gen.cancel"), elem_id="gen-cancel")
+            with gr.Column(scale=1):
+                progress = gr.HTML(elem_id="gen-progress")
+                status = gr.Markdown(elem_id="gen-status")
+                results = gr.Gallery(label=L("gen.results"), columns=2, height="auto", elem_id="gen-results")
+                downloads = gr.File(label=L("gen.downloads"), file_count="multiple", elem_id="gen-downloads")
+        users_refresh.click(self.refresh_users, None, [users])
+        library_refresh.click(self.refresh_templates, None, [library])
+        outputs = [job, timer, progress, status, results, downloads]
+        start.click(self.start, [users, templates, library, *inputs], outputs)
+        polled = [progress, status, results, downloads, timer]
+        timer.tick(self.poll, [job], polled, show_progress="hidden")
+        cancel.click(self.cancel, [job], [timer])
+        return users
+
+
+__all__ = ["GENERATE_FIELDS", "GenerateTab"]

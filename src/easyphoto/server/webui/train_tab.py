@@ -1,0 +1,128 @@
+"""The Train tab: upload photos, start a training job, watch it (progress, contact sheet, validation
+images with face-ID scores, log), cancel or resume it."""
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ...config import TrainConfig
+from ...errors import EasyPhotoError
+from ...jobs import FINISHED, INTERRUPTED, Upload
+from ..i18n import t
+from .common import Tab, form_values, input_for, progress_html, status_line
+
+#: Settings of the advanced accordion (server file paths are the operator's business, not a form field).
+TRAIN_FIELDS = [n for n in TrainConfig.model_fields if n != "validation_templates"]
+
+
+class TrainTab(Tab):
+    """Handlers and layout of the Train tab."""
+
+    def start(self, request: gr.Request, files: list[str] | None, user_id: str, retouch: bool, *values: Any):
+        gr, code = self.gr, self.code(request)
+        if not files:
+            raise gr.Error(t("err.no_photos", code), print_exception=False)
+        if not (user_id or "").strip():
+            raise gr.Error(t("err.no_user", code), print_exception=False)
+        try:
+            uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
+            train = form_values(TrainConfig, TRAIN_FIELDS, values)
+            job = self.service.submit_train(user_id.strip(), uploads, train, {"retouch": bool(retouch)})
+        except EasyPhotoError as exc:
+            raise self.error(exc, code) from None
+        status = f"{t('train.job', code)} `{job.id}`"
+        return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), status
+
+    def poll(self, job_id: str, request: gr.Request):
+        gr, code = self.gr, self.code(request)
+        if not job_id:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+        view = self.service.job_view(job_id, log_lines=200)
+        fraction, line = status_line(view, code)
+        prog = view.get("progress") or {}
+        lines = [f"{t('train.job', code)} `{job_id}` · **{t('state.' + view['state'], code)}**"]
+        if "kept" in prog:
+            lines.append(t("msg.prepared", code, kept=prog["kept"], rejected=prog.get("rejected", 0)))
+        if view["state"] == "succeeded" and view.get("result"):
+            result = view["result"]
+            lines.append(t("msg.trained", code, user=result["user_id"], score=result["best_score"]))
+        if view.get("error"):
+            lines.append(f"❌ {view['error']}")
+        if view["state"] in (INTERRUPTED, "cancelled", "failed") and view.get("resumable"):
+            lines.append(t("msg.resumable", code))
+        gallery = []
+        for v in prog.get("validations", []) or []:
+            for name, score in zip(v.get("images", []), v.get("scores", []), strict=False):
+                path = self.job_file(job_id, name)
+                if path:
+                    gallery.append((path, f"step {v['step']}: {score:.3f}"))
+        sheet = self.job_file(job_id, prog.get("contact_sheet"))
+        done = view["state"] in FINISHED
+        log_tail = view.get("log_tail", "")
+        return (
+            progress_html(fraction, line),
+            "\n\n".join(lines),
+            log_tail,
+            sheet,
+            gallery,
+            gr.Timer(active=not done),
+        )
+
+    def cancel(self, job_id: str, request: gr.Request):
+        return self._act(self.service.cancel, job_id, request)
+
+    def resume(self, job_id: str, request: gr.Request):
+        return self._act(self.service.resume, job_id, request)
+
+    def _act(self, action: Any, job_id: str, request: gr.Request):
+        gr, code = self.gr, self.code(request)
+        if not job_id:
+            raise gr.Error(t("err.no_job", code), print_exception=False)
+        try:
+            action(job_id)
+        except EasyPhotoError as exc:
+            raise self.error(exc, code) from None
+        return gr.Timer(active=True)
+
+    def layout(self) -> None:
+        """Build the tab (inside ``gr.Tab``) and wire its events."""
+        gr, L = self.gr, self.L
+        tdef, pdef = self.service.defaults("train"), self.service.defaults("prepare")
+        job = gr.State("")
+        timer = gr.Timer(1.0, active=False)
+        with gr.Row():
+            with gr.Column(scale=1):
+                photos = gr.File(
+                    label=L("train.photos"), file_count="multiple", file_types=["image"], type="filepath",
+                    elem_id="train-photos",
+                )  # fmt: skip
+                user_id = gr.Textbox(label=L("train.user_id"), elem_id="train-user-id", max_length=64)
+                with gr.Accordion(L("train.advanced"), open=False, elem_id="train-advanced"):
+                    retouch = gr.Checkbox(label=L("train.retouch"), value=pdef.retouch)
+                    inputs = [input_for(gr, TrainConfig, n, getattr(tdef, n)) for n in TRAIN_FIELDS]
+                with gr.Row():
+                    start = gr.Button(L("train.start"), variant="primary", elem_id="train-start")
+                    cancel = gr.Button(L("train.cancel"), elem_id="train-cancel")
+                    resume = gr.Button(L("train.resume"), elem_id="train-resume")
+            with gr.Column(scale=1):
+                progress = gr.HTML(elem_id="train-progress")
+                status = gr.Markdown(elem_id="train-status")
+                sheet = gr.Image(
+                    label=L("train.contact_sheet"), type="filepath", interactive=False, elem_id="train-sheet"
+                )
+                validation = gr.Gallery(
+                    label=L("train.validation"), columns=4, height="auto", elem_id="train-validation"
+                )
+                log = gr.Textbox(
+                    label=L("train.log"), lines=8, max_lines=16, autoscroll=True, interactive=False,
+                    elem_id="train-log",
+                )  # fmt: skip
+        start.click(self.start, [photos, user_id, retouch, *inputs], [job, timer, progress, status])
+        outputs = [progress, status, log, sheet, validation, timer]
+        timer.tick(self.poll, [job], outputs, show_progress="hidden")
+        cancel.click(self.cancel, [job], [timer])
+        resume.click(self.resume, [job], [timer])
+
+
+__all__ = ["TRAIN_FIELDS", "TrainTab"]

@@ -1,0 +1,416 @@
+"""Portrait generation: a template photo in, the same photo with the user's face in it out.
+
+For each template face (left to right, mapped to the user ids in order; ``"none"`` skips a face), the
+named steps of :meth:`PortraitGenerator.face`:
+
+1. **crop** a region around the face (``crop_ratio`` face sizes, clipped to the photo), short side
+   ``short_side`` px, both sides multiples of 8 (:mod:`.regions`). The rest of the photo is never touched.
+2. **fuse** the user's reference face onto it (classical warp + colour + blend, ``before_fusion_ratio``)
+   and draw the first pass's control images (:mod:`.controls`: canny and colour of the fused crop,
+   openpose of the user's landmarks placed on the template face).
+3. **first pass**: ControlNet inpainting with the user's LoRA inside the face mask
+   (:func:`easyphoto.diffusion.inpaint.controlnet_inpaint`); outside the mask the input is kept;
+   Reinhard colour transfer toward the template face (``color_shift_middle``).
+4. **second pass**: fuse again (``after_fusion_ratio``), refine at ``second_scale`` × with canny + tile
+   inside a ring along the face edge plus the eyes and mouth.
+5. **paste back** colour-matched (``color_shift_last``) with a feathered mask, and **score** the new face
+   against the user's identity (calibrated similarity).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...config import TRIGGER_CAPTION, GenerateConfig, ModelConfig, easyphoto_home
+from ...errors import ConfigError, NoFaceError
+from ...imageio import ImageSource, load_image
+from ...users import UserModel, lora_mtime
+from .controls import CONTROLS, ControlInputs, check_controlnets, control_images
+from .portrait import FaceScore, Portrait, read_png_params
+from .regions import FaceCrop, crop_face_region, inpaint_mask, refine_mask, reinhard_face, round8
+
+log = logging.getLogger("easyphoto.generate")
+
+SKIP = "none"
+
+
+@dataclass
+class PortraitUser:
+    """A user as generation needs them: LoRA, reference face and identity."""
+
+    user_id: str
+    lora: Path | None  # None: the LoRA is already active on the cache's modules (training validation)
+    ref_image: np.ndarray
+    ref_face: Any
+    embedding: np.ndarray
+    base_model: str | None = None
+
+
+def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> PortraitUser:
+    """A trained user's LoRA path, reference face and identity embedding (from :mod:`easyphoto.users`)."""
+    model = UserModel.load(user_id, home)
+    ref = model.ref_image()
+    face = analyzer.largest(ref)
+    if face is None:
+        raise NoFaceError(f"user {user_id!r}", "no face in the reference image ref.png")
+    embedding = model.embedding()
+    return PortraitUser(
+        user_id, model.lora_path, ref, face, embedding if embedding is not None else face.embedding,
+        model.meta.base_model,
+    )  # fmt: skip
+
+
+class PortraitGenerator:
+    """Holds the model cache and face analyzer across calls; switching users switches LoRAs only."""
+
+    def __init__(
+        self,
+        cache: Any = None,
+        analyzer: Any = None,
+        *,
+        model_config: ModelConfig | None = None,
+        home: Path | None = None,
+    ) -> None:
+        from ...diffusion.models import ModelCache
+        from ...face.analyzer import FaceAnalyzer
+
+        self.cache = cache or ModelCache(model_config or ModelConfig())
+        self.analyzer = analyzer or FaceAnalyzer()
+        self.home = home
+        self._users: dict[str, tuple[float, PortraitUser]] = {}
+
+    def user(self, user_id: str) -> PortraitUser:
+        """A trained user's assets (cached until their LoRA file changes: a retrained user reloads)."""
+        mtime = lora_mtime(user_id, self.home)
+        hit = self._users.get(user_id)
+        if hit is None or hit[0] != mtime:
+            model = load_user(user_id, self.analyzer, self.home)
+            self._check_base(model)
+            self._users[user_id] = hit = (mtime, model)
+        return hit[1]
+
+    def _check_base(self, user: PortraitUser) -> None:
+        current = self.cache.config.base_model
+        if user.base_model and str(user.base_model) != str(current):
+            log.warning(
+                "user %r was trained on %r but portraits use %r: fine for SD1.5 fine-tunes, "
+                "but an SDXL/SD2 base will not accept this LoRA",
+                user.user_id, user.base_model, current,
+            )  # fmt: skip
+
+    # -- one diffusion pass ------------------------------------------------------------------------
+    def _diffuse(
+        self, names: Sequence[str], inputs: ControlInputs, mask: np.ndarray, cfg: GenerateConfig,
+        second: bool, seed: int, clock: _Clock,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+        """Draw the controls and repaint ``inputs.image`` inside ``mask``; the input is kept outside it
+        (blended at the edge). Returns the result and the control images by name."""
+        from ...diffusion.inpaint import controlnet_inpaint
+        from ...face.masks import feather
+
+        controls, weights = control_images(names, inputs, cfg, second)
+        clock.tick("controls")
+        if cfg.fast:
+            steps = cfg.fast_second_steps if second else cfg.fast_first_steps
+        else:
+            steps = cfg.second_steps if second else cfg.first_steps
+        image = inputs.image
+        result = controlnet_inpaint(
+            self.cache, names, image, mask, controls, weights,
+            steps=steps, strength=cfg.second_denoise if second else cfg.first_denoise,
+            prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
+            guidance_scale=cfg.fast_guidance_scale if cfg.fast else cfg.guidance_scale,
+            seed=seed, lcm=cfg.fast,
+        )  # fmt: skip
+        h, w = image.shape[:2]
+        alpha = feather(mask, max(2.0, 0.01 * max(h, w)))[..., None]
+        out = np.clip(image * (1 - alpha) + result * alpha + 0.5, 0, 255).astype(np.uint8)
+        return out, dict(zip(names, controls, strict=True))
+
+    # -- the steps of one face ------------------------------------------------------------------------
+    def face(
+        self,
+        template: np.ndarray,
+        face: Any,
+        user: PortraitUser,
+        cfg: GenerateConfig,
+        seed: int,
+        timings: dict[str, float],
+        keep: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """Repaint one template face with one user's identity; returns (new template, similarity).
+
+        ``keep``: when given, receives the stage images (crop, fused, controls, masks, each pass).
+        """
+        keep = keep if keep is not None else {}
+        clock = _Clock(timings)
+        crop = crop_face_region(template, face, cfg.crop_ratio, cfg.short_side)
+        mask1 = inpaint_mask(crop.face.landmarks, crop.image.shape, cfg.mask_grow)
+        clock.tick("analysis")
+        if user.lora is not None:
+            self.cache.set_lora(user.lora, cfg.lora_weight)
+        self.cache.set_fast(cfg.fast)
+        first = self._first_pass(crop, mask1, user, cfg, seed, clock, keep)
+        refined = self._second_pass(crop, first, user, cfg, seed + 1, clock, keep)
+        if cfg.color_shift_last:
+            refined = reinhard_face(refined, crop.image, mask1)
+        out = _paste_back(template, crop, refined, mask1, face, cfg)
+        clock.tick("paste_back")
+        x0, y0, x1, y1 = crop.box
+        keep["result"] = out[y0:y1, x0:x1]
+        score = self._score(out, face, user)
+        clock.tick("score")
+        return out, score
+
+    def _first_pass(
+        self, crop: FaceCrop, mask: np.ndarray, user: PortraitUser, cfg: GenerateConfig, seed: int,
+        clock: _Clock, keep: dict[str, np.ndarray],
+    ) -> np.ndarray:  # fmt: skip
+        """Fuse, draw the controls, inpaint with the user's LoRA; colour-match toward the template."""
+        from ...face.fusion import fuse_face
+        from ...face.keypoints import replace_face_points
+
+        base = crop.image
+        fused = base
+        if cfg.apply_fusion_before and cfg.before_fusion_ratio > 0:
+            fused = fuse_face(base, crop.face, user.ref_image, user.ref_face, cfg.before_fusion_ratio).image
+        clock.tick("fusion")
+        inputs = ControlInputs(fused, replace_face_points(crop.face, user.ref_face))
+        first, controls = self._diffuse(cfg.first_controlnets, inputs, mask, cfg, False, seed, clock)
+        keep.update(crop=base, fused=fused, mask=mask, **controls)
+        clock.tick("first_diffusion")
+        keep["first"] = first
+        return reinhard_face(first, base, mask) if cfg.color_shift_middle else first
+
+    def _second_pass(
+        self, crop: FaceCrop, first: np.ndarray, user: PortraitUser, cfg: GenerateConfig, seed: int,
+        clock: _Clock, keep: dict[str, np.ndarray],
+    ) -> np.ndarray:  # fmt: skip
+        """Fuse again and refine at ``second_scale`` × inside the ring + eyes + mouth mask."""
+        import cv2
+
+        from ...face.fusion import fuse_face
+        from ...face.keypoints import replace_face_points
+
+        again = first
+        found = self.analyzer.find_near(first, crop.face.box)  # the face is where it was: search there
+        if cfg.apply_fusion_after and cfg.after_fusion_ratio > 0 and found is not None:
+            again = fuse_face(first, found, user.ref_image, user.ref_face, cfg.after_fusion_ratio).image
+        clock.tick("fusion")
+        steps = cfg.fast_second_steps if cfg.fast else cfg.second_steps
+        if steps <= 0 or cfg.second_denoise <= 0:
+            return again
+        h, w = again.shape[:2]
+        W2, H2 = round8(w * cfg.second_scale), round8(h * cfg.second_scale)
+        big = cv2.resize(again, (W2, H2), interpolation=cv2.INTER_CUBIC) if (w, h) != (W2, H2) else again
+        scale = np.array([W2 / w, H2 / h], np.float32)
+        mask2 = refine_mask((found.landmarks if found is not None else crop.face.landmarks) * scale,
+                            big.shape, cfg.ring_width)  # fmt: skip
+        keep.update(fused_again=again, refine_mask=mask2)
+        pose = replace_face_points(crop.face, user.ref_face) * scale
+        second, _ = self._diffuse(
+            cfg.second_controlnets, ControlInputs(big, pose), mask2, cfg, True, seed, clock
+        )
+        refined = cv2.resize(second, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W2, H2) else second
+        clock.tick("second_diffusion")
+        keep["second"] = refined
+        return refined
+
+    def _score(self, out: np.ndarray, face: Any, user: PortraitUser) -> float:
+        """Face-ID similarity of the new face (found near the old one) to the user; 0 without a face."""
+        from ...face.analyzer import similarity
+
+        new_face = self.analyzer.find_near(out, face.box)
+        return similarity(new_face, user.embedding) if new_face is not None else 0.0
+
+    # -- one template ---------------------------------------------------------------------------------
+    def generate(
+        self,
+        template: ImageSource | np.ndarray,
+        user_ids: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        template_name: str | None = None,
+        keep_intermediates: bool = False,
+    ) -> Portrait:
+        """One portrait from one template (see :func:`generate`)."""
+        cfg = config or GenerateConfig()
+        check_controlnets(cfg)
+        if not user_ids:
+            raise ConfigError("give at least one user id")
+        label = template_name or (str(template) if isinstance(template, (str, Path)) else "template")
+        self.cache.set_fast(cfg.fast)  # before any work: a missing LCM-LoRA is a config error
+        t_all = time.perf_counter()
+        timings: dict[str, float] = {}
+        image = template if isinstance(template, np.ndarray) else load_image(template, name=template_name)
+        t0 = time.perf_counter()
+        faces = self.analyzer.detect(image)
+        timings["analysis"] = time.perf_counter() - t0
+        ids = assign_faces(faces, user_ids, cfg, label)
+        users = {u: self.user(u) for u in ids if u.lower() != SKIP}
+        seed = (
+            cfg.seed
+            if cfg.seed is not None and cfg.seed >= 0
+            else int(np.random.default_rng().integers(2**31))
+        )
+        out, scores, intermediates = image, [], {}
+        for i, (face, uid) in enumerate(zip(faces, ids, strict=False)):
+            if uid.lower() == SKIP:
+                continue
+            if on_event:
+                on_event({"type": "face", "face_index": i, "user_id": uid, "faces": len(faces)})
+            stages: dict[str, np.ndarray] = {}
+            out, score = self.face(out, face, users[uid], cfg, seed + 1000 * i, timings, stages)
+            if keep_intermediates:
+                intermediates.update({f"face{i}_{k}": v for k, v in stages.items()})
+            box = tuple(round(float(v), 1) for v in face.box)
+            scores.append(FaceScore(i, uid, round(float(score), 4), box))
+        timings["total"] = time.perf_counter() - t_all
+        return Portrait(
+            array=out,
+            scores=scores,
+            params=self._params(label, ids, seed, users, cfg),
+            timings={k: round(v, 3) for k, v in timings.items()},
+            intermediates=intermediates,
+        )
+
+    def _params(
+        self, label: str, ids: list[str], seed: int, users: dict[str, PortraitUser], cfg: GenerateConfig
+    ) -> dict[str, Any]:
+        """Every parameter a portrait was made with (kept in the PNG)."""
+        nets = dict.fromkeys([*cfg.first_controlnets, *cfg.second_controlnets])
+        return {
+            "template": label,
+            "user_ids": ids,
+            "seed": seed,
+            "base_model": str(self.cache.config.base_model),
+            "controlnets": {n: self.cache.controlnet_source(n) for n in nets},
+            "loras": {u: str(m.lora) for u, m in users.items()},
+            "lcm_lora": self.cache.config.lcm_lora if cfg.fast else None,
+            "config": cfg.to_dict() | {"seed": seed},
+        }
+
+
+def assign_faces(faces: list[Any], user_ids: Sequence[str], cfg: GenerateConfig, label: str) -> list[str]:
+    """The user id of each template face, left to right (``"none"`` skips a face).
+
+    One id with several faces: only the largest (``single_user_face="largest"``) or the left-most face.
+    """
+    if not faces:
+        raise NoFaceError(label, "no face found in the template")
+    ids = [u.strip() for u in user_ids]
+    if len(ids) > len(faces):
+        raise ConfigError(
+            f"{label}: {len(ids)} user ids ({', '.join(ids)}) but only {len(faces)} face(s) in the "
+            "template (faces map to user ids left to right; use 'none' to skip a face)"
+        )
+    if len(ids) == 1 and len(faces) > 1 and cfg.single_user_face == "largest":
+        target = max(range(len(faces)), key=lambda i: faces[i].area)
+        ids = [SKIP] * len(faces)
+        ids[target] = user_ids[0].strip()
+    return ids
+
+
+def _paste_back(
+    template: np.ndarray,
+    crop: FaceCrop,
+    refined: np.ndarray,
+    mask: np.ndarray,
+    face: Any,
+    cfg: GenerateConfig,
+) -> np.ndarray:
+    """The refined crop blended into the full template with a grown, feathered face mask."""
+    import cv2
+
+    from ...face.masks import feather, grow_mask
+
+    x0, y0, x1, y1 = crop.box
+    size = (x1 - x0, y1 - y0)
+    region = cv2.resize(refined, size, interpolation=cv2.INTER_AREA)
+    hard = cv2.resize(
+        grow_mask(mask, cfg.paste_grow * crop.face.width), size, interpolation=cv2.INTER_NEAREST
+    )
+    alpha = feather(hard, cfg.paste_feather * face.width, inside=True)[..., None]
+    out = template.copy()
+    patch = template[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(patch * (1 - alpha) + region * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+class _Clock:
+    """Adds the time since the last tick to ``timings[name]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def tick(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+def generate(
+    template: ImageSource | np.ndarray | Sequence[ImageSource],
+    user_ids: str | Sequence[str],
+    config: GenerateConfig | None = None,
+    *,
+    generator: PortraitGenerator | None = None,
+    model_config: ModelConfig | None = None,
+    home: Path | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    keep_intermediates: bool = False,
+) -> list[Portrait]:
+    """Paint trained users into template photos.
+
+    Args:
+        template: one template (path, bytes or RGB array) or a list of template paths.
+        user_ids: a user id or a list; template faces sorted left to right map to them in order
+            (``"none"`` skips a face). One id with several faces: the largest face (``config``).
+        config: every switch and number of the two-pass pipeline (:class:`GenerateConfig`).
+        generator: reuse a :class:`PortraitGenerator` (loaded models) across calls.
+        model_config: base model / ControlNets to load when no ``generator`` is given.
+        home: ``EASYPHOTO_HOME`` override.
+        on_event: progress callback (``{"type": "face", …}`` per face, ``"portrait"`` per template).
+        keep_intermediates: fill :attr:`Portrait.intermediates` with every face's stage images.
+
+    Returns:
+        One :class:`Portrait` per template, at the template's size.
+    """
+    ids = [user_ids] if isinstance(user_ids, str) else list(user_ids)
+    gen = generator or PortraitGenerator(model_config=model_config, home=home or easyphoto_home())
+    templates: list[Any] = (
+        [template] if isinstance(template, (np.ndarray, str, Path, bytes, bytearray)) else list(template)
+    )
+    out = []
+    for i, tpl in enumerate(templates):
+        portrait = gen.generate(tpl, ids, config, on_event=on_event, keep_intermediates=keep_intermediates)
+        out.append(portrait)
+        if on_event:
+            on_event({"type": "portrait", "index": i, "scores": [s.__dict__ for s in portrait.scores]})
+    return out
+
+
+__all__ = [
+    "CONTROLS",
+    "FaceScore",
+    "Portrait",
+    "PortraitGenerator",
+    "PortraitUser",
+    "TRIGGER_CAPTION",
+    "assign_faces",
+    "crop_face_region",
+    "generate",
+    "inpaint_mask",
+    "load_user",
+    "read_png_params",
+    "refine_mask",
+]

@@ -1,0 +1,103 @@
+"""Training validation on the user's own templates: the portrait pipeline's first pass, scored.
+
+:class:`TemplateValidation` is what :mod:`easyphoto.workflows` hands the training stage as its extra
+validation (the training stage never imports generation). Each validation paints the user being trained
+into every template with the LoRA that is training (already active on the shared modules: no file is
+written or read), and scores the result by face-ID; those scores count in checkpoint selection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...config import GenerateConfig, TrainConfig
+from ...errors import ConfigError, NoFaceError
+from ...imageio import load_image
+
+
+@dataclass
+class ValidationTemplate:
+    """A template photo that validation paints the user into (its largest face)."""
+
+    name: str
+    image: np.ndarray
+    face: Any
+
+
+def template_validation_config(cfg: TrainConfig) -> GenerateConfig:
+    """The :class:`GenerateConfig` of template validation: first pass only, fixed seed."""
+    return GenerateConfig(
+        first_steps=cfg.validation_template_steps,
+        second_steps=0,
+        seed=int(cfg.validation_seeds[0]) if cfg.validation_seeds else 0,
+    )
+
+
+def load_validation_templates(paths: Sequence[str | Path], analyzer: Any) -> list[ValidationTemplate]:
+    """Read validation templates; each must show a face (the largest one is repainted)."""
+    out = []
+    for p in paths:
+        image = load_image(p)
+        face = analyzer.largest(image)
+        if face is None:
+            raise NoFaceError(str(p), "no face found in this validation template")
+        out.append(ValidationTemplate(Path(p).name, image, face))
+    return out
+
+
+def validation_user(data: Any, analyzer: Any) -> Any:
+    """The training user as the portrait pipeline sees it (reference face, identity, no LoRA file)."""
+    from . import PortraitUser
+
+    candidates = ([data.ref_image] if data.ref_image is not None else []) + list(data.images)
+    for image in candidates:
+        face = analyzer.largest(image)
+        if face is not None:
+            embedding = data.mean_embedding if data.mean_embedding is not None else face.embedding
+            return PortraitUser("training", None, image, face, embedding)
+    raise ConfigError(f"{data.source}: no face in the dataset's reference or training images")
+
+
+class TemplateValidation:
+    """Paints the user being trained into ``paths`` at each validation (see the module docstring)."""
+
+    def __init__(self, paths: Sequence[str | Path], config: TrainConfig) -> None:
+        self.paths = list(paths)
+        self.gen_cfg = template_validation_config(config)
+        self.templates: list[ValidationTemplate] = []
+
+    def prepare(self, data: Any, cache: Any, analyzer: Any, folder: Path) -> None:
+        """Templates must show a face, the dataset too, and the first pass's ControlNets must load."""
+        from . import PortraitGenerator
+
+        self.templates = load_validation_templates(self.paths, analyzer)
+        self.user = validation_user(data, analyzer)
+        for name in self.gen_cfg.first_controlnets:
+            cache.controlnet(name)
+        self.generator = PortraitGenerator(cache=cache, analyzer=analyzer)
+
+    def render(self, step: int) -> list[tuple[str, np.ndarray, float]]:
+        """One first-pass portrait per template with the current adapters, and its face-ID score."""
+        out = []
+        for i, tpl in enumerate(self.templates):
+            image, score = self.generator.face(
+                tpl.image, tpl.face, self.user, self.gen_cfg, int(self.gen_cfg.seed or 0) + i, timings={}
+            )
+            stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(tpl.name).stem)[:40]
+            out.append((f"step-{step:05d}-template{i}-{stem}.png", image, float(score)))
+        return out
+
+
+__all__ = [
+    "TemplateValidation",
+    "ValidationTemplate",
+    "load_validation_templates",
+    "template_validation_config",
+    "validation_user",
+]

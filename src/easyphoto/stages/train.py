@@ -1,0 +1,639 @@
+"""Face-LoRA training: the user's "digital double".
+
+:func:`train` fine-tunes a LoRA on SD1.5's UNet and text encoder from a prepared dataset
+(:func:`easyphoto.prepare`), validates it every ``validate_every`` steps by rendering images with fixed
+seeds and scoring them by face-ID similarity to the user's mean embedding, and at the end fuses the
+best checkpoints exactly (:mod:`easyphoto.diffusion.lora_fuse`) into the user model
+(:mod:`easyphoto.users` defines its files and writes it atomically). A crash leaves the previous model
+(if any) untouched and the run's checkpoints in ``EASYPHOTO_HOME/work/<id>/`` for ``resume=True``.
+The models come from a :class:`~easyphoto.diffusion.ModelCache`, so validation reuses the loaded
+modules (EasyPhoto reloads the base checkpoint from disk at every validation).
+
+More validation images (portraits painted on the user's templates) come from an injected
+:class:`ExtraValidation` (:mod:`easyphoto.workflows` builds it): this stage never imports generation.
+
+Steps of one run (:class:`_Run`): start (work folder, resume state, models) → loop (steps, validate and
+checkpoint every ``validate_every``) → select and fuse the best checkpoints → write the user model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..config import TRIGGER_CAPTION, ModelConfig, TrainConfig, easyphoto_home
+from ..errors import ConfigError, EasyPhotoError, UserModelError
+from ..imageio import load_image, save_png
+from ..store import atomic_path, user_lock, validate_user_id
+from ..users import (
+    CHECKPOINTS_DIR,
+    OPTIMIZER_FILE,
+    RESUME_FILE,
+    TRAIN_LOG,
+    VALIDATION_DIR,
+    TrainingState,
+    UserMeta,
+    save_user_model,
+    work_dir,
+)
+
+log = logging.getLogger("easyphoto.train")
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+class TrainingInterrupted(EasyPhotoError):
+    """Training was stopped (cancelled or interrupted); its checkpoints allow ``resume=True``."""
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainingData:
+    """Images and captions to train on, plus the identity the validation is scored against."""
+
+    images: list[np.ndarray]
+    captions: list[str]
+    mean_embedding: np.ndarray | None
+    ref_image: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _first_existing(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def load_training_data(dataset: str | Path) -> TrainingData:
+    """Read a prepared dataset folder (Hugging Face imagefolder: ``metadata.jsonl`` + images).
+
+    The mean embedding (``embedding.npy`` / ``mean_embedding.npy``) and the reference image
+    (``ref.png``) are looked for in the folder and its parent.
+    """
+    root = Path(dataset)
+    meta = root / "metadata.jsonl"
+    if not meta.is_file():
+        if (root / "train" / "metadata.jsonl").is_file():
+            return load_training_data(root / "train")
+        raise ConfigError(
+            f"{root}: not a prepared dataset (no metadata.jsonl); run `easyphoto prepare` first"
+        )
+    images, captions = [], []
+    for n, line in enumerate(meta.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            name = row["file_name"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{meta}:{n}: expected a JSON object with 'file_name'") from None
+        path = (root / name).resolve()
+        if root.resolve() not in path.parents:
+            raise ConfigError(f"{meta}:{n}: file_name {name!r} points outside the dataset")
+        images.append(load_image(path))
+        captions.append(str(row.get("text") or TRIGGER_CAPTION))
+    if not images:
+        raise ConfigError(f"{root}: the dataset has no images")
+    emb_path = _first_existing(
+        *(d / n for d in (root, root.parent) for n in ("embedding.npy", "mean_embedding.npy"))
+    )
+    ref_path = _first_existing(root / "ref.png", root.parent / "ref.png")
+    return TrainingData(
+        images=images,
+        captions=captions,
+        mean_embedding=np.load(emb_path).astype(np.float32).ravel() if emb_path else None,
+        ref_image=load_image(ref_path) if ref_path else None,
+        source=str(root),
+    )
+
+
+def resolve_max_steps(config: TrainConfig, n_photos: int) -> int:
+    """Optimizer steps to run: ``config.max_steps`` or ``min(n × steps_per_photo, cap)``."""
+    if config.max_steps is not None:
+        return int(config.max_steps)
+    return max(1, min(n_photos * config.steps_per_photo, config.max_steps_cap))
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+@dataclass
+class ValidationResult:
+    """Scores of one checkpoint's validation images."""
+
+    step: int
+    scores: list[float]
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else 0.0
+
+
+class ExtraValidation(Protocol):
+    """More validation images, rendered with the LoRA being trained (active on the cache's modules)."""
+
+    def prepare(self, data: TrainingData, cache: Any, analyzer: Any, folder: Path) -> None:
+        """Load and check what rendering needs; raise before training starts if it cannot work."""
+
+    def render(self, step: int) -> list[tuple[str, np.ndarray, float]]:
+        """``(file name, image, face-ID score)`` per image, for the checkpoint at ``step``."""
+
+
+def score_images(images: list[np.ndarray], mean_embedding: np.ndarray | None, analyzer: Any) -> list[float]:
+    """Face-ID similarity of each image's largest face to the user (no face or no identity → 0)."""
+    from ..face.analyzer import similarity
+
+    scores = []
+    for img in images:
+        if mean_embedding is None:
+            scores.append(0.0)
+            continue
+        face = analyzer.largest(img, fallback=False)
+        scores.append(similarity(face, mean_embedding) if face is not None else 0.0)
+    return scores
+
+
+# ------------------------------------------------------------------------------------------ result
+
+
+@dataclass
+class TrainResult:
+    """A finished user model."""
+
+    user_id: str
+    path: Path
+    lora_path: Path
+    steps: int
+    fused_steps: list[int]
+    best_score: float
+    validations: list[ValidationResult]
+    meta: dict[str, Any]
+
+
+def _emit(on_event: EventCallback | None, event: dict[str, Any]) -> None:
+    event.setdefault("time", time.time())
+    if on_event is not None:
+        on_event(event)
+
+
+def _file_logger(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    return handler
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+
+def train(
+    user_id: str,
+    dataset: str | Path | Any,
+    config: TrainConfig | None = None,
+    *,
+    model_config: ModelConfig | None = None,
+    cache: Any = None,
+    on_event: EventCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+    analyzer: Any = None,
+    home: Path | None = None,
+    extra_validation: ExtraValidation | None = None,
+) -> TrainResult:
+    """Train the face LoRA of ``user_id`` and write the user model.
+
+    Args:
+        user_id: folder-safe id (see :func:`easyphoto.store.validate_user_id`).
+        dataset: a prepared dataset folder, or a ``PreparedSet`` (anything with a ``dataset_dir``).
+        config: training settings (:class:`TrainConfig`, EasyPhoto's defaults).
+        model_config: base model to train on (default: ``ModelConfig`` with environment overrides).
+        cache: a :class:`~easyphoto.diffusion.ModelCache` to reuse (its modules get a temporary adapter
+            that is removed at the end, whatever happens).
+        on_event: receives progress events: ``start``, ``step`` (step, loss, eta_s), ``validation``
+            (step, scores, images), ``done``.
+        should_stop: polled every micro-batch; returning True stops with :class:`TrainingInterrupted`
+            after saving a checkpoint.
+        resume: continue from the last checkpoint of an interrupted run of this user, with that run's
+            settings (``config`` is then ignored, and the log says so).
+        analyzer: a :class:`~easyphoto.FaceAnalyzer` to score validation images (created if None).
+        home: ``EASYPHOTO_HOME`` override.
+        extra_validation: renders more validation images each time (see :class:`ExtraValidation`).
+
+    Raises:
+        UserBusyError: another training of this user is running.
+        TrainingInterrupted: stopped by ``should_stop`` or Ctrl-C; resumable.
+    """
+    validate_user_id(user_id)
+    home = home or easyphoto_home()
+    with user_lock(user_id, home, what="training"):
+        return train_locked(
+            user_id, dataset, config, model_config=model_config, cache=cache, on_event=on_event,
+            should_stop=should_stop, resume=resume, analyzer=analyzer, home=home,
+            extra_validation=extra_validation,
+        )  # fmt: skip
+
+
+def train_locked(
+    user_id: str,
+    dataset: str | Path | Any,
+    config: TrainConfig | None = None,
+    *,
+    model_config: ModelConfig | None = None,
+    cache: Any = None,
+    on_event: EventCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+    analyzer: Any = None,
+    home: Path | None = None,
+    extra_validation: ExtraValidation | None = None,
+) -> TrainResult:
+    """:func:`train` for a caller that already holds the user's lock (:func:`easyphoto.store.user_lock`)."""
+    validate_user_id(user_id)
+    home = home or easyphoto_home()
+    cfg = config or TrainConfig()
+    if cfg.validation_templates and extra_validation is None:
+        raise ConfigError(
+            "validation_templates need the portrait pipeline: train with easyphoto.train "
+            "(easyphoto.workflows), which paints them at each validation"
+        )
+    ds_dir = Path(getattr(dataset, "dataset_dir", dataset))
+    run = _Run(user_id, home, cfg, on_event, should_stop, extra_validation)
+    return run.execute(ds_dir, resume, model_config, cache, analyzer)
+
+
+class _Run:
+    """One training run: its work folder, trainer, validations and events."""
+
+    def __init__(
+        self,
+        user_id: str,
+        home: Path,
+        cfg: TrainConfig,
+        on_event: EventCallback | None,
+        should_stop: Callable[[], bool] | None,
+        extra: ExtraValidation | None,
+    ) -> None:
+        self.user_id, self.home, self.cfg = user_id, home, cfg
+        self.on_event, self.should_stop, self.extra = on_event, should_stop, extra
+        self.wdir = work_dir(user_id, home)
+        self.validations: list[ValidationResult] = []
+        self.trainer: Any = None
+        self.start_step = 0
+
+    def execute(
+        self, ds_dir: Path, resume: bool, model_config: Any, cache: Any, analyzer: Any
+    ) -> TrainResult:
+        saved = self._open_work_dir(resume)
+        handler = _file_logger(self.wdir / TRAIN_LOG)
+        try:
+            self._start(ds_dir, saved, model_config, cache, analyzer)
+            self._loop()
+            result = self._finish()
+            log.removeHandler(handler)
+            handler.close()
+            shutil.rmtree(self.wdir, ignore_errors=True)
+            return result
+        except KeyboardInterrupt:
+            log.warning("training of %s interrupted; resume with resume=True", self.user_id)
+            raise TrainingInterrupted(
+                f"training of {self.user_id!r} interrupted; run again with --resume"
+            ) from None
+        finally:
+            if self.trainer is not None:
+                self.trainer.remove_adapters()
+            if handler in log.handlers:
+                log.removeHandler(handler)
+                handler.close()
+
+    def _open_work_dir(self, resume: bool) -> TrainingState | None:
+        """The resume state (``None`` for a fresh run, whose old work folder is cleared)."""
+        saved = None
+        if resume:
+            try:
+                saved = TrainingState.load(self.user_id, self.home)
+            except UserModelError as exc:
+                raise ConfigError(f"nothing to resume for user {self.user_id!r}: {exc.reason}") from None
+            self.cfg = _restored_config(self.cfg, saved)
+        elif self.wdir.exists():
+            shutil.rmtree(self.wdir)
+        (self.wdir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.wdir / VALIDATION_DIR).mkdir(parents=True, exist_ok=True)
+        return saved
+
+    def _start(
+        self, ds_dir: Path, saved: TrainingState | None, model_config: Any, cache: Any, analyzer: Any
+    ) -> None:
+        from ..diffusion.lora_trainer import LoraTrainer
+        from ..diffusion.models import ModelCache
+        from ..face.analyzer import FaceAnalyzer
+
+        self.data = load_training_data(ds_dir)
+        self.max_steps = saved.max_steps if saved else resolve_max_steps(self.cfg, len(self.data))
+        self.cache = cache if cache is not None else ModelCache(model_config or ModelConfig())
+        self.analyzer = analyzer or FaceAnalyzer()
+        if self.extra is not None:  # fail before training, not at the first validation
+            self.extra.prepare(self.data, self.cache, self.analyzer, self.wdir)
+        self.trainer = LoraTrainer(self.cache, self.data, self.cfg)
+        if saved is not None:
+            self._restore(saved)
+        cfg = self.cfg
+        log.info(
+            "training %s on %d photos from %s: %d steps, rank %d, alpha %s, device %s",
+            self.user_id, len(self.data), self.data.source, self.max_steps, cfg.rank, cfg.alpha,
+            self.cache.device,
+        )  # fmt: skip
+        event = {
+            "type": "start",
+            "user_id": self.user_id,
+            "step": self.start_step,
+            "max_steps": self.max_steps,
+        }
+        _emit(self.on_event, event | {"photos": len(self.data)})
+
+    def _restore(self, saved: TrainingState) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        trainer = self.trainer
+        try:
+            trainer.load_peft_state(load_file(str(self.wdir / RESUME_FILE)))
+            opt_path = self.wdir / OPTIMIZER_FILE
+            if opt_path.is_file():
+                trainer.optimizer.load_state_dict(torch.load(opt_path, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"the checkpoint of user {self.user_id!r} cannot be read ({type(exc).__name__}); "
+                "start a fresh training instead of resuming"
+            ) from None
+        self.start_step = trainer.global_step = saved.step
+        trainer.rng = np.random.default_rng(self.cfg.seed + saved.step)
+        trainer.generator.manual_seed(self.cfg.seed + saved.step)
+        self.validations = [ValidationResult(**v) for v in saved.validations]
+        log.info("resuming %s from step %d of %d", self.user_id, saved.step, self.max_steps)
+
+    def _loop(self) -> None:
+        trainer, cfg, stop = self.trainer, self.cfg, self.should_stop
+        t_start = t_last = time.perf_counter()
+        step_times: list[float] = []
+        losses: list[float] = []
+        while trainer.global_step < self.max_steps:
+            before = trainer.global_step
+            losses.append(trainer.step())
+            if trainer.global_step == before:
+                if stop is not None and stop():
+                    raise TrainingInterrupted(f"training of {self.user_id!r} stopped at step {before}")
+                continue
+            step = trainer.global_step
+            now = time.perf_counter()
+            step_times.append(now - t_last)
+            t_last = now
+            mean_loss = float(np.mean(losses[-cfg.grad_accum :]))
+            eta = float(np.median(step_times[-20:])) * (self.max_steps - step)
+            _emit(
+                self.on_event,
+                {"type": "step", "step": step, "max_steps": self.max_steps, "loss": mean_loss,
+                 "eta_s": round(eta, 1), "elapsed_s": round(time.perf_counter() - t_start, 1)},
+            )  # fmt: skip
+            checkpointed = step % cfg.validate_every == 0 or step == self.max_steps
+            if checkpointed:
+                self._validate(step)
+                self._checkpoint(step)
+                t_last = time.perf_counter()  # validation time is not training-step time
+            if not math.isfinite(mean_loss):
+                raise EasyPhotoError(
+                    f"training of {self.user_id!r} diverged at step {step} (loss {mean_loss})"
+                )
+            if stop is not None and stop():
+                if not checkpointed:
+                    self._checkpoint(step)
+                raise TrainingInterrupted(f"training of {self.user_id!r} stopped at step {step}")
+
+    def _validate(self, step: int) -> None:
+        t0 = time.perf_counter()
+        cfg, folder = self.cfg, self.wdir / VALIDATION_DIR
+        images = self.trainer.render_validation()
+        scores = score_images(images, self.data.mean_embedding, self.analyzer)
+        names = [f"step-{step:05d}-seed{seed}.png" for seed in cfg.validation_seeds]
+        if self.extra is not None:
+            with self.trainer.inference():
+                for name, image, score in self.extra.render(step):
+                    names.append(name)
+                    images.append(image)
+                    scores.append(score)
+        for name, img in zip(names, images, strict=True):
+            save_png(img, folder / name)
+        result = ValidationResult(step=step, scores=[round(s, 4) for s in scores], images=names)
+        self.validations[:] = [v for v in self.validations if v.step != step] + [result]
+        log.info(
+            "validation at step %d: scores %s (%d without a face) in %.1fs",
+            step, result.scores, sum(1 for s in scores if s == 0.0), time.perf_counter() - t0,
+        )  # fmt: skip
+        event = {"type": "validation", "step": step, "scores": result.scores, "score": result.score}
+        _emit(self.on_event, event | {"images": [str(folder / n) for n in names]})
+
+    def _checkpoint(self, step: int) -> None:
+        """Weights, adapters, optimizer and state, each written atomically (temp file + rename)."""
+        import torch
+        from safetensors.torch import save_file
+
+        trainer = self.trainer
+        with atomic_path(self.wdir / CHECKPOINTS_DIR / f"step-{step:05d}.safetensors") as tmp:
+            save_file(trainer.kohya_state(), str(tmp))
+        with atomic_path(self.wdir / RESUME_FILE) as tmp:
+            save_file({k: v.contiguous() for k, v in trainer.peft_state().items()}, str(tmp))
+        with atomic_path(self.wdir / OPTIMIZER_FILE) as tmp:
+            torch.save(trainer.optimizer.state_dict(), tmp)
+        TrainingState(
+            step=step,
+            max_steps=self.max_steps,
+            config=self.cfg.to_dict(),
+            validations=[asdict(v) for v in self.validations],
+            dataset=self.data.source,
+        ).save(self.user_id, self.home)
+
+    def _finish(self) -> TrainResult:
+        """Select the best checkpoints, fuse them and write the user model."""
+        chosen, best = select_checkpoints(self.validations, self.cfg.fuse_top_k)
+        lora_state, fuse_info = self._fuse(chosen)
+        log.info("selected checkpoints %s (scores %s)", [v.step for v in chosen], [v.score for v in chosen])
+        result = self._write(lora_state, chosen, best, fuse_info)
+        _emit(
+            self.on_event,
+            {"type": "done", "user_id": self.user_id, "step": self.max_steps, "path": str(result.path),
+             "best_score": result.best_score, "fused_steps": result.fused_steps},
+        )  # fmt: skip
+        return result
+
+    def _fuse(self, chosen: list[ValidationResult]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from safetensors.torch import load_file
+
+        from ..diffusion.lora_fuse import fuse_lora_state_dicts
+
+        folder = self.wdir / CHECKPOINTS_DIR
+        states = [load_file(str(folder / f"step-{v.step:05d}.safetensors")) for v in chosen]
+        if len(states) == 1:
+            return states[0], {"method": "single checkpoint"}
+        lora_state, report = fuse_lora_state_dicts(states, rank=self.cfg.fuse_rank or self.cfg.rank)
+        info = {
+            "method": "exact ΔW average, SVD to rank",
+            "rank": report.rank,
+            "max_relative_error": round(report.max_relative_error, 6),
+        }
+        return lora_state, info
+
+    def _write(
+        self,
+        lora_state: dict[str, Any],
+        chosen: list[ValidationResult],
+        best: ValidationResult,
+        fuse_info: dict,
+    ) -> TrainResult:
+        from .. import __version__
+
+        cfg, data, base = self.cfg, self.data, str(self.cache.config.base_model)
+        rank = int(max(v.shape[0] for k, v in lora_state.items() if k.endswith(".lora_down.weight")))
+        meta = UserMeta(
+            user_id=self.user_id,
+            easyphoto_version=__version__,
+            base_model=base,
+            rank=rank,
+            train_rank=cfg.rank,
+            alpha=cfg.alpha,
+            steps=self.max_steps,
+            photos=len(data),
+            fused_steps=[v.step for v in chosen],
+            fusion=fuse_info,
+            best_step=best.step,
+            best_score=round(float(best.score), 4),
+            validations=[asdict(v) | {"score": round(v.score, 4)} for v in self.validations],
+            config=cfg.to_dict(),
+        )
+        folder = self.wdir / VALIDATION_DIR
+        model = save_user_model(
+            self.user_id,
+            lora_state=lora_state,
+            lora_metadata=kohya_metadata(self.user_id, base, rank, saved_alpha(lora_state), self.max_steps,
+                                         len(data), self.validations, meta.fused_steps),
+            meta=meta,
+            ref_image=data.ref_image,
+            embedding=data.mean_embedding,
+            face_id=best_face_image(best, folder),
+            validation_images=[folder / n for v in self.validations for n in v.images],
+            log_file=self.wdir / TRAIN_LOG,
+            home=self.home,
+        )  # fmt: skip
+        return TrainResult(
+            user_id=self.user_id,
+            path=model.path,
+            lora_path=model.lora_path,
+            steps=self.max_steps,
+            fused_steps=meta.fused_steps,
+            best_score=float(best.score),
+            validations=self.validations,
+            meta=model.meta.model_dump(),
+        )
+
+
+def _restored_config(given: TrainConfig, saved: TrainingState) -> TrainConfig:
+    """The interrupted run's settings (a resume continues the same training); logs what differed."""
+    try:
+        restored = TrainConfig.from_layers(saved.config)
+    except ConfigError as exc:
+        raise ConfigError(f"the saved settings cannot be used ({exc}); start a fresh training") from None
+    changed = sorted(k for k, v in given.to_dict().items() if restored.to_dict().get(k) != v)
+    if changed and given != TrainConfig():
+        log.warning("resuming with the interrupted run's settings; ignored: %s", ", ".join(changed))
+    return restored
+
+
+def select_checkpoints(
+    validations: list[ValidationResult], top_k: int
+) -> tuple[list[ValidationResult], ValidationResult]:
+    """The checkpoints to fuse (the ``top_k`` best with a face) and the best one.
+
+    When no validation image showed a recognisable face, the last checkpoint alone is used.
+    """
+    ranked = sorted(validations, key=lambda v: (v.score, v.step), reverse=True)
+    if not ranked:
+        raise EasyPhotoError("no checkpoint was validated")
+    if ranked[0].score <= 0.0:
+        log.warning("no validation image showed a recognisable face: using the last checkpoint")
+        return [max(validations, key=lambda v: v.step)], ranked[0]
+    return [v for v in ranked[: max(1, top_k)] if v.score > 0.0], ranked[0]
+
+
+def best_face_image(best: ValidationResult, folder: Path) -> Path | None:
+    """The best checkpoint's best image: a text-to-image render (the user alone) when one shows a
+    face, a template portrait otherwise; ``None`` when no image has a face."""
+    if best.score <= 0 or not best.images:
+        return None
+    renders = [i for i, n in enumerate(best.images) if "-seed" in n and best.scores[i] > 0]
+    pool = renders or list(range(len(best.scores)))
+    path = folder / best.images[max(pool, key=lambda i: best.scores[i])]
+    return path if path.is_file() else None
+
+
+def saved_alpha(lora_state: dict[str, Any]) -> float:
+    """The alpha stored in a kohya state dict (a fused LoRA has alpha = rank, a single checkpoint the
+    training alpha); what ``ss_network_alpha`` must say."""
+    alphas = {round(float(v), 6) for k, v in lora_state.items() if k.endswith(".alpha")}
+    return max(alphas) if alphas else float("nan")
+
+
+def kohya_metadata(
+    user_id: str,
+    base_model: str,
+    rank: int,
+    alpha: float,
+    steps: int,
+    photos: int,
+    validations: list[ValidationResult],
+    fused_steps: list[int],
+) -> dict[str, str]:
+    """The ``ss_*`` metadata A1111/kohya tools read, plus ours."""
+    return {
+        "ss_base_model_version": "sd_v1",
+        "ss_sd_model_name": base_model,
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": f"{alpha:g}",
+        "ss_network_module": "networks.lora",
+        "ss_tag_frequency": json.dumps({"easyphoto": {TRIGGER_CAPTION: photos}}),
+        "ss_max_train_steps": str(steps),
+        "easyphoto_user_id": user_id,
+        "easyphoto_trigger": TRIGGER_CAPTION,
+        "easyphoto_scores": json.dumps({str(v.step): round(v.score, 4) for v in validations}),
+        "easyphoto_fused_steps": json.dumps(fused_steps),
+        "format": "pt",
+    }
+
+
+__all__ = [
+    "ExtraValidation",
+    "TrainResult",
+    "TrainingData",
+    "TrainingInterrupted",
+    "ValidationResult",
+    "kohya_metadata",
+    "load_training_data",
+    "resolve_max_steps",
+    "score_images",
+    "select_checkpoints",
+    "train",
+    "train_locked",
+]
