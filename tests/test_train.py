@@ -135,10 +135,16 @@ def test_train_writes_complete_user_model_and_leaves_base_clean(
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["steps"] == 4 and meta["user_id"] == "alice" and meta["trigger"] == TRIGGER_CAPTION
     assert [v["step"] for v in meta["validations"]] == [2, 4]
+    assert meta["format_version"] == 1 and meta["family"] == "sd15"
+    assert meta["face_id_source"] in ("validation", "reference")
     with safe_open(str(folder / "lora.safetensors"), "pt") as f:
         md = f.metadata()
         keys = list(f.keys())
+        alphas = {round(float(f.get_tensor(k)), 6) for k in keys if k.endswith(".alpha")}
     assert md["easyphoto_user_id"] == "alice" and md["ss_network_module"] == "networks.lora"
+    # ss_network_alpha says the alpha stored in the file (it used to repeat the rank).
+    assert len(alphas) == 1 and float(md["ss_network_alpha"]) == alphas.pop()
+    assert md["ss_network_dim"] == str(meta["rank"])
     assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in keys)
     assert any(k.startswith("lora_unet_down_blocks_") for k in keys)
     assert not (tmp_path / "work" / "alice").exists(), "work folder must be cleaned after success"

@@ -231,7 +231,7 @@ def generate_batch(
                 on_event=(lambda e, i=i: _emit(on_event, {**e, "template": i})) if on_event else None,
             )  # fmt: skip
         except (NoFaceError, BadImageError, ConfigError, UserModelError) as exc:
-            log.warning("template %s: %s", name, exc)
+            log.info("template skipped: %s", exc)  # reported in the result; the front door shows it
             result.errors.append({"template": name, "error": str(exc)})
             continue
         target = portrait.save(out / file_name(i, str(name), user_ids))
@@ -264,16 +264,15 @@ class BatchStopped(EasyPhotoError):
 
 
 def check_users(user_ids: Sequence[str], home: Path | None = None) -> list[str]:
-    """Refuse an empty list, unsafe ids and users without a trained model; returns the ids stripped."""
-    from .errors import UnknownUserError
-    from .users import is_trained
+    """Refuse an empty list, unsafe ids, unknown users and broken user models; returns the ids stripped."""
+    from .users import UserModel
 
     ids = [u.strip() for u in user_ids if u and u.strip()]
     if not ids:
         raise ConfigError("give at least one user id")
     for uid in ids:
-        if uid.lower() != "none" and not is_trained(validate_user_id(uid), home):
-            raise UnknownUserError(f"no trained model for user {uid!r}; train it first")
+        if uid.lower() != "none":
+            UserModel.load(uid, home)  # unknown user, or a broken model: a clear error before any work
     return ids
 
 

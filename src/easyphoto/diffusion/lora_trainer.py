@@ -74,7 +74,12 @@ class LoraTrainer:
             if config.gradient_checkpointing:
                 self.unet.enable_gradient_checkpointing()
                 if config.train_text_encoder:
-                    self.text_encoder.gradient_checkpointing_enable()
+                    te = self.text_encoder
+                    enable = (
+                        getattr(te, "activation_checkpointing_enable", None)
+                        or te.gradient_checkpointing_enable
+                    )
+                    enable()
             groups = [{"params": unet_params, "lr": config.learning_rate}]
             if te_params:
                 groups.append(
@@ -359,6 +364,8 @@ def disable_checkpointing(module: Any) -> bool:
     if on:
         if hasattr(module, "disable_gradient_checkpointing"):  # diffusers
             module.disable_gradient_checkpointing()
+        elif hasattr(module, "activation_checkpointing_disable"):  # transformers ≥ 5
+            module.activation_checkpointing_disable()
         else:
             module.gradient_checkpointing_disable()
     return on
