@@ -112,12 +112,11 @@ def test_failed_jobs_leave_the_shared_cache_clean(
 
 def test_reset_removes_a_foreign_adapter_and_training_mode(tiny_model_dir: Path) -> None:
     """What a crashed job could leave behind is undone by ModelCache.reset (and reported)."""
+    import torch
     from peft import LoraConfig
 
     from easyphoto.config import ModelConfig
     from easyphoto.diffusion.models import ModelCache
-
-    import torch
 
     cache = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu")
     torch.manual_seed(0)
