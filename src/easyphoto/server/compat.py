@@ -189,36 +189,97 @@ def _ignored_note(fields_: list[str]) -> str | None:
     return "not implemented, ignored: " + ", ".join(fields_)
 
 
+def train_settings(body: EasyPhotoTrainRequest) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """EasyPhoto's training fields as our (train, prepare) settings, and notes on what is ignored."""
+    if body.train_mode_choose not in (None, "Train Human Lora"):
+        raise ConfigError(
+            f"train_mode_choose {body.train_mode_choose!r} is not implemented (only 'Train Human Lora')"
+        )
+    given = body.model_dump(exclude_none=True)
+    train = {dst: given[src] for src, dst in TRAIN_FIELDS.items() if src in given}
+    if "max_train_steps" in given or "steps_per_photos" in given:
+        train["max_steps"] = None  # EasyPhoto: min(photos × steps_per_photos, max_train_steps)
+    prepare: dict[str, Any] = {}  # EasyPhoto's resolution is the training one; crops stay 512 px
+    if "skin_retouching_bool" in given:
+        prepare["retouch"] = given["skin_retouching_bool"]
+    note = _ignored_note([k for k in _TRAIN_IGNORED if k in given] + sorted(body.model_extra or {}))
+    return train, prepare, [note] if note else []
+
+
+def infer_templates(body: EasyPhotoInferRequest) -> list[tuple[str, str]]:
+    """``(label, base64)`` of the templates the request's ``tabs`` selects."""
+    if body.tabs == 1:
+        if not body.init_image:
+            raise ConfigError("init_image is required with tabs=1 (an uploaded template)")
+        raw = [("init_image", body.init_image)]
+    elif body.tabs in (0, 2):
+        field = "selected_template_images" if body.tabs == 0 else "uploaded_template_images"
+        raw = [(f"{field}[{i}]", v) for i, v in enumerate(getattr(body, field) or [])]
+    else:
+        raise ConfigError(f"tabs={body.tabs} is not implemented (0: template gallery, 1: upload, 2: batch)")
+    if not raw:
+        raise ConfigError(f"no template images given for tabs={body.tabs}")
+    return raw
+
+
+def infer_settings(body: EasyPhotoInferRequest, default_prompt: str) -> tuple[dict[str, Any], list[str]]:
+    """EasyPhoto's inference fields as our generation settings, and notes on what is ignored."""
+    given = body.model_dump(exclude_none=True)
+    gen = {dst: given[src] for src, dst in INFER_FIELDS.items() if src in given}
+    if "seed" in given:
+        gen["seed"] = given["seed"] if given["seed"] >= 0 else None
+    if body.additional_prompt:
+        gen["prompt"] = default_prompt + ", " + body.additional_prompt
+    ignored = [k for k in _INFER_FLAGS_NOT_IMPLEMENTED if given.get(k)]
+    if given.get("crop_face_preprocess") is False:
+        ignored.append("crop_face_preprocess=false (we always work on a crop around each face)")
+    if "sd_model_checkpoint" in given:
+        ignored.append("sd_model_checkpoint (the server's base model is used)")
+    note = _ignored_note(ignored + sorted(body.model_extra or {}))
+    return gen, [note] if note else []
+
+
+def infer_response(service: JobService, view: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """EasyPhoto's answer: base64 portraits, face-ID images with scores, a message."""
+    outputs: list[str] = []
+    face_ids: list[list[Any]] = []
+    scores: list[dict[str, Any]] = []
+    if view["state"] == SUCCEEDED:
+        result = view["result"] or {}
+        for img in result.get("images", []):
+            outputs.append(base64.b64encode(service.job_file(view["id"], img["file"]).read_bytes()).decode())
+            scores.append({"template": img["template"], "scores": img["scores"]})
+            for s in img["scores"]:
+                with contextlib.suppress(EasyPhotoError):
+                    face = service.job_file(view["id"], f"face_id_{s['user_id']}.png").read_bytes()
+                    face_ids.append(
+                        [base64.b64encode(face).decode(), f"{s['user_id']}: {s['similarity']:.4f}"]
+                    )
+        message = "Success"
+        notes = notes + [err["error"] for err in result.get("errors", [])]
+    else:
+        message = f"Infer error, error info: {view.get('error') or view['state']}"
+    if notes:
+        message += " (" + "; ".join(notes) + ")"
+    return {
+        "message": message,
+        "outputs": outputs,
+        "face_id_outputs": face_ids,
+        "scores": scores,
+        "job_id": view["id"],
+        "state": view["state"],
+    }
+
+
 def build_router(service: JobService, settings: ServerSettings) -> APIRouter:
     """The two EasyPhoto-compatible routes over ``service``."""
     router = APIRouter(tags=["easyphoto-compatible"])
 
-    @router.post(
-        "/easyphoto/easyphoto_train_forward",
-        openapi_extra=_json_body_doc(EasyPhotoTrainRequest),
-    )
+    @router.post("/easyphoto/easyphoto_train_forward", openapi_extra=_json_body_doc(EasyPhotoTrainRequest))
     async def easyphoto_train_forward(request: Request) -> JSONResponse:
         """EasyPhoto's training endpoint: answers when the training has finished."""
         body = await _json_body(request, EasyPhotoTrainRequest)
-        notes: list[str] = []
-        if body.train_mode_choose not in (None, "Train Human Lora"):
-            raise ConfigError(
-                f"train_mode_choose {body.train_mode_choose!r} is not implemented (only 'Train Human Lora')"
-            )
-        train: dict[str, Any] = {}
-        given = body.model_dump(exclude_none=True)
-        for src, dst in TRAIN_FIELDS.items():
-            if src in given:
-                train[dst] = given[src]
-        if "max_train_steps" in given or "steps_per_photos" in given:
-            train["max_steps"] = None  # EasyPhoto: min(photos × steps_per_photos, max_train_steps)
-        prepare: dict[str, Any] = {}  # EasyPhoto's resolution is the training one; crops stay 512 px
-        if "skin_retouching_bool" in given:
-            prepare["retouch"] = given["skin_retouching_bool"]
-        ignored = [k for k in _TRAIN_IGNORED if k in given] + sorted(body.model_extra or {})
-        note = _ignored_note(ignored)
-        if note:
-            notes.append(note)
+        train, prepare, notes = train_settings(body)
         uploads = [
             Upload(name=f"instance_{i:02d}", data=decode_base64_image(img, f"instance_images[{i}]"))
             for i, img in enumerate(body.instance_images)
@@ -226,104 +287,30 @@ def build_router(service: JobService, settings: ServerSettings) -> APIRouter:
         job = await run_in_threadpool(
             service.submit_train, body.user_id, uploads, train, prepare, notes=notes
         )
-        job_view = await wait_for_job(service, job.id, settings.compat_timeout_s)
-        if job_view["state"] == SUCCEEDED:
-            res = job_view["result"] or {}
+        view = await wait_for_job(service, job.id, settings.compat_timeout_s)
+        if view["state"] == SUCCEEDED:
+            res = view["result"] or {}
             message = (
                 f"The training has been completed. User {body.user_id!r}: {res.get('steps')} steps, "
                 f"best face-ID score {res.get('best_score')}."
             )
         else:
-            message = f"Train error, error info: {job_view.get('error') or job_view['state']}"
+            message = f"Train error, error info: {view.get('error') or view['state']}"
         if notes:
             message += " (" + "; ".join(notes) + ")"
-        return JSONResponse({"message": message, "job_id": job.id, "state": job_view["state"]})
+        return JSONResponse({"message": message, "job_id": job.id, "state": view["state"]})
 
-    @router.post(
-        "/easyphoto/easyphoto_infer_forward",
-        openapi_extra=_json_body_doc(EasyPhotoInferRequest),
-    )
+    @router.post("/easyphoto/easyphoto_infer_forward", openapi_extra=_json_body_doc(EasyPhotoInferRequest))
     async def easyphoto_infer_forward(request: Request) -> JSONResponse:
         """EasyPhoto's inference endpoint: answers with base64 PNG portraits when they are done."""
         body = await _json_body(request, EasyPhotoInferRequest)
-        notes: list[str] = []
-        given = body.model_dump(exclude_none=True)
         ids = [body.user_ids] if isinstance(body.user_ids, str) else list(body.user_ids)
-        if body.tabs == 1:
-            if not body.init_image:
-                raise ConfigError("init_image is required with tabs=1 (an uploaded template)")
-            raw = [("init_image", body.init_image)]
-        elif body.tabs == 0:
-            raw = [
-                (f"selected_template_images[{i}]", v)
-                for i, v in enumerate(body.selected_template_images or [])
-            ]
-        elif body.tabs == 2:
-            raw = [
-                (f"uploaded_template_images[{i}]", v)
-                for i, v in enumerate(body.uploaded_template_images or [])
-            ]
-        else:
-            raise ConfigError(
-                f"tabs={body.tabs} is not implemented (0: template gallery, 1: upload, 2: batch)"
-            )
-        if not raw:
-            raise ConfigError(f"no template images given for tabs={body.tabs}")
-        gen: dict[str, Any] = {}
-        for src, dst in INFER_FIELDS.items():
-            if src in given:
-                gen[dst] = given[src]
-        if "seed" in given:
-            gen["seed"] = given["seed"] if given["seed"] >= 0 else None
-        if body.additional_prompt:
-            gen["prompt"] = service.defaults("generate").prompt + ", " + body.additional_prompt
-        ignored = [k for k in _INFER_FLAGS_NOT_IMPLEMENTED if given.get(k)]
-        if given.get("crop_face_preprocess") is False:
-            ignored.append("crop_face_preprocess=false (we always work on a crop around each face)")
-        if "sd_model_checkpoint" in given:
-            ignored.append("sd_model_checkpoint (the server's base model is used)")
-        ignored += sorted(body.model_extra or {})
-        note = _ignored_note(ignored)
-        if note:
-            notes.append(note)
+        raw = infer_templates(body)
+        gen, notes = infer_settings(body, service.defaults("generate").prompt)
         uploads = [Upload(name=label.split("[")[0], data=decode_base64_image(v, label)) for label, v in raw]
         job = await run_in_threadpool(service.submit_generate, ids, uploads, (), gen, notes=notes)
         view = await wait_for_job(service, job.id, settings.compat_timeout_s)
-        outputs: list[str] = []
-        face_ids: list[list[Any]] = []
-        scores: list[dict[str, Any]] = []
-        if view["state"] == SUCCEEDED:
-            result = view["result"] or {}
-            for img in result.get("images", []):
-                path = service.job_file(job.id, img["file"])
-                outputs.append(base64.b64encode(path.read_bytes()).decode())
-                scores.append({"template": img["template"], "scores": img["scores"]})
-                for s in img["scores"]:
-                    with contextlib.suppress(EasyPhotoError):
-                        face = service.job_file(job.id, f"face_id_{s['user_id']}.png")
-                        face_ids.append(
-                            [
-                                base64.b64encode(face.read_bytes()).decode(),
-                                f"{s['user_id']}: {s['similarity']:.4f}",
-                            ]
-                        )
-            message = "Success"
-            for err in result.get("errors", []):
-                notes.append(err["error"])
-        else:
-            message = f"Infer error, error info: {view.get('error') or view['state']}"
-        if notes:
-            message += " (" + "; ".join(notes) + ")"
-        return JSONResponse(
-            {
-                "message": message,
-                "outputs": outputs,
-                "face_id_outputs": face_ids,
-                "scores": scores,
-                "job_id": job.id,
-                "state": view["state"],
-            }
-        )
+        return JSONResponse(infer_response(service, view, notes))
 
     return router
 

@@ -99,8 +99,14 @@ def parse_options(options: str | None) -> dict[str, Any]:
 def build_router(service: JobService, settings: ServerSettings, supervisor: Any = None) -> APIRouter:
     """Every ``/v1`` route over ``service``."""
     router = APIRouter()
-    limits = service.limits
+    _server_routes(router, service, supervisor)
+    _submit_routes(router, service)
+    _job_routes(router, service)
+    _user_routes(router, service)
+    return router
 
+
+def _server_routes(router: APIRouter, service: JobService, supervisor: Any) -> None:
     @router.get("/v1/health", tags=["server"])
     def health() -> dict[str, Any]:
         """Server status: version, worker processes, jobs per state."""
@@ -115,6 +121,10 @@ def build_router(service: JobService, settings: ServerSettings, supervisor: Any 
     def defaults() -> dict[str, Any]:
         """The default settings of training, preparation and generation on this server."""
         return {k: service.defaults(k).to_dict() for k in ("train", "prepare", "generate")}
+
+
+def _submit_routes(router: APIRouter, service: JobService) -> None:
+    limits = service.limits
 
     @router.post("/v1/users/{user_id}/train", status_code=202, response_model=JobAccepted, tags=["training"])
     async def train_user(
@@ -159,6 +169,8 @@ def build_router(service: JobService, settings: ServerSettings, supervisor: Any 
         )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
 
+
+def _job_routes(router: APIRouter, service: JobService) -> None:
     @router.get("/v1/jobs", tags=["jobs"])
     def list_jobs(
         state: str | None = None, kind: str | None = None, limit: int = Query(50, ge=1, le=500)
@@ -201,6 +213,9 @@ def build_router(service: JobService, settings: ServerSettings, supervisor: Any 
         return FileResponse(service.job_file(job_id, name))
 
     # ------------------------------------------------------------------ v1: users and templates
+
+
+def _user_routes(router: APIRouter, service: JobService) -> None:
     @router.get("/v1/users", tags=["users"])
     def list_users() -> list[dict[str, Any]]:
         """Trained users with their scores and dates."""
@@ -241,8 +256,6 @@ def build_router(service: JobService, settings: ServerSettings, supervisor: Any 
     def template_file(name: str) -> FileResponse:
         """One template photo of the templates folder."""
         return FileResponse(service.template_path(name))
-
-    return router
 
 
 __all__ = ["JobAccepted", "build_router", "job_urls", "parse_options", "read_uploads"]

@@ -18,23 +18,22 @@ checkpoint every ``validate_every``) → select and fuse the best checkpoints �
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..config import TRIGGER_CAPTION, ModelConfig, TrainConfig, easyphoto_home
-from ..errors import ConfigError, EasyPhotoError, UserModelError
-from ..imageio import load_image, save_png
-from ..store import atomic_path, user_lock, validate_user_id
-from ..users import (
+from ...config import ModelConfig, TrainConfig, easyphoto_home
+from ...errors import ConfigError, EasyPhotoError, UserModelError
+from ...imageio import save_png
+from ...store import atomic_path, user_lock, validate_user_id
+from ...users import (
     CHECKPOINTS_DIR,
     OPTIMIZER_FILE,
     RESUME_FILE,
@@ -44,6 +43,15 @@ from ..users import (
     UserMeta,
     save_user_model,
     work_dir,
+)
+from .data import TrainingData, load_training_data, resolve_max_steps
+from .selection import (
+    ValidationResult,
+    best_face_image,
+    kohya_metadata,
+    saved_alpha,
+    score_images,
+    select_checkpoints,
 )
 
 log = logging.getLogger("easyphoto.train")
@@ -58,88 +66,7 @@ class TrainingInterrupted(EasyPhotoError):
 # ----------------------------------------------------------------------------------------------- data
 
 
-@dataclass
-class TrainingData:
-    """Images and captions to train on, plus the identity the validation is scored against."""
-
-    images: list[np.ndarray]
-    captions: list[str]
-    mean_embedding: np.ndarray | None
-    ref_image: np.ndarray | None
-    source: str
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def _first_existing(*paths: Path) -> Path | None:
-    return next((p for p in paths if p.is_file()), None)
-
-
-def load_training_data(dataset: str | Path) -> TrainingData:
-    """Read a prepared dataset folder (Hugging Face imagefolder: ``metadata.jsonl`` + images).
-
-    The mean embedding (``embedding.npy`` / ``mean_embedding.npy``) and the reference image
-    (``ref.png``) are looked for in the folder and its parent.
-    """
-    root = Path(dataset)
-    meta = root / "metadata.jsonl"
-    if not meta.is_file():
-        if (root / "train" / "metadata.jsonl").is_file():
-            return load_training_data(root / "train")
-        raise ConfigError(
-            f"{root}: not a prepared dataset (no metadata.jsonl); run `easyphoto prepare` first"
-        )
-    images, captions = [], []
-    for n, line in enumerate(meta.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            name = row["file_name"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"{meta}:{n}: expected a JSON object with 'file_name'") from None
-        path = (root / name).resolve()
-        if root.resolve() not in path.parents:
-            raise ConfigError(f"{meta}:{n}: file_name {name!r} points outside the dataset")
-        images.append(load_image(path))
-        captions.append(str(row.get("text") or TRIGGER_CAPTION))
-    if not images:
-        raise ConfigError(f"{root}: the dataset has no images")
-    emb_path = _first_existing(
-        *(d / n for d in (root, root.parent) for n in ("embedding.npy", "mean_embedding.npy"))
-    )
-    ref_path = _first_existing(root / "ref.png", root.parent / "ref.png")
-    return TrainingData(
-        images=images,
-        captions=captions,
-        mean_embedding=np.load(emb_path).astype(np.float32).ravel() if emb_path else None,
-        ref_image=load_image(ref_path) if ref_path else None,
-        source=str(root),
-    )
-
-
-def resolve_max_steps(config: TrainConfig, n_photos: int) -> int:
-    """Optimizer steps to run: ``config.max_steps`` or ``min(n × steps_per_photo, cap)``."""
-    if config.max_steps is not None:
-        return int(config.max_steps)
-    return max(1, min(n_photos * config.steps_per_photo, config.max_steps_cap))
-
-
 # ------------------------------------------------------------------------------------------ validation
-
-
-@dataclass
-class ValidationResult:
-    """Scores of one checkpoint's validation images."""
-
-    step: int
-    scores: list[float]
-    images: list[str] = field(default_factory=list)
-
-    @property
-    def score(self) -> float:
-        return float(np.mean(self.scores)) if self.scores else 0.0
 
 
 class ExtraValidation(Protocol):
@@ -150,20 +77,6 @@ class ExtraValidation(Protocol):
 
     def render(self, step: int) -> list[tuple[str, np.ndarray, float]]:
         """``(file name, image, face-ID score)`` per image, for the checkpoint at ``step``."""
-
-
-def score_images(images: list[np.ndarray], mean_embedding: np.ndarray | None, analyzer: Any) -> list[float]:
-    """Face-ID similarity of each image's largest face to the user (no face or no identity → 0)."""
-    from ..face.analyzer import similarity
-
-    scores = []
-    for img in images:
-        if mean_embedding is None:
-            scores.append(0.0)
-            continue
-        face = analyzer.largest(img, fallback=False)
-        scores.append(similarity(face, mean_embedding) if face is not None else 0.0)
-    return scores
 
 
 # ------------------------------------------------------------------------------------------ result
@@ -339,9 +252,9 @@ class _Run:
     def _start(
         self, ds_dir: Path, saved: TrainingState | None, model_config: Any, cache: Any, analyzer: Any
     ) -> None:
-        from ..diffusion.lora_trainer import LoraTrainer
-        from ..diffusion.models import ModelCache
-        from ..face.analyzer import FaceAnalyzer
+        from ...diffusion.lora_trainer import LoraTrainer
+        from ...diffusion.models import ModelCache
+        from ...face.analyzer import FaceAnalyzer
 
         self.data = load_training_data(ds_dir)
         self.max_steps = saved.max_steps if saved else resolve_max_steps(self.cfg, len(self.data))
@@ -483,7 +396,7 @@ class _Run:
     def _fuse(self, chosen: list[ValidationResult]) -> tuple[dict[str, Any], dict[str, Any]]:
         from safetensors.torch import load_file
 
-        from ..diffusion.lora_fuse import fuse_lora_state_dicts
+        from ...diffusion.lora_fuse import fuse_lora_state_dicts
 
         folder = self.wdir / CHECKPOINTS_DIR
         states = [load_file(str(folder / f"step-{v.step:05d}.safetensors")) for v in chosen]
@@ -504,7 +417,7 @@ class _Run:
         best: ValidationResult,
         fuse_info: dict,
     ) -> TrainResult:
-        from .. import __version__
+        from ... import __version__
 
         cfg, data, base = self.cfg, self.data, str(self.cache.config.base_model)
         rank = int(max(v.shape[0] for k, v in lora_state.items() if k.endswith(".lora_down.weight")))
@@ -560,67 +473,6 @@ def _restored_config(given: TrainConfig, saved: TrainingState) -> TrainConfig:
     if changed and given != TrainConfig():
         log.warning("resuming with the interrupted run's settings; ignored: %s", ", ".join(changed))
     return restored
-
-
-def select_checkpoints(
-    validations: list[ValidationResult], top_k: int
-) -> tuple[list[ValidationResult], ValidationResult]:
-    """The checkpoints to fuse (the ``top_k`` best with a face) and the best one.
-
-    When no validation image showed a recognisable face, the last checkpoint alone is used.
-    """
-    ranked = sorted(validations, key=lambda v: (v.score, v.step), reverse=True)
-    if not ranked:
-        raise EasyPhotoError("no checkpoint was validated")
-    if ranked[0].score <= 0.0:
-        log.warning("no validation image showed a recognisable face: using the last checkpoint")
-        return [max(validations, key=lambda v: v.step)], ranked[0]
-    return [v for v in ranked[: max(1, top_k)] if v.score > 0.0], ranked[0]
-
-
-def best_face_image(best: ValidationResult, folder: Path) -> Path | None:
-    """The best checkpoint's best image: a text-to-image render (the user alone) when one shows a
-    face, a template portrait otherwise; ``None`` when no image has a face."""
-    if best.score <= 0 or not best.images:
-        return None
-    renders = [i for i, n in enumerate(best.images) if "-seed" in n and best.scores[i] > 0]
-    pool = renders or list(range(len(best.scores)))
-    path = folder / best.images[max(pool, key=lambda i: best.scores[i])]
-    return path if path.is_file() else None
-
-
-def saved_alpha(lora_state: dict[str, Any]) -> float:
-    """The alpha stored in a kohya state dict (a fused LoRA has alpha = rank, a single checkpoint the
-    training alpha); what ``ss_network_alpha`` must say."""
-    alphas = {round(float(v), 6) for k, v in lora_state.items() if k.endswith(".alpha")}
-    return max(alphas) if alphas else float("nan")
-
-
-def kohya_metadata(
-    user_id: str,
-    base_model: str,
-    rank: int,
-    alpha: float,
-    steps: int,
-    photos: int,
-    validations: list[ValidationResult],
-    fused_steps: list[int],
-) -> dict[str, str]:
-    """The ``ss_*`` metadata A1111/kohya tools read, plus ours."""
-    return {
-        "ss_base_model_version": "sd_v1",
-        "ss_sd_model_name": base_model,
-        "ss_network_dim": str(rank),
-        "ss_network_alpha": f"{alpha:g}",
-        "ss_network_module": "networks.lora",
-        "ss_tag_frequency": json.dumps({"easyphoto": {TRIGGER_CAPTION: photos}}),
-        "ss_max_train_steps": str(steps),
-        "easyphoto_user_id": user_id,
-        "easyphoto_trigger": TRIGGER_CAPTION,
-        "easyphoto_scores": json.dumps({str(v.step): round(v.score, 4) for v in validations}),
-        "easyphoto_fused_steps": json.dumps(fused_steps),
-        "format": "pt",
-    }
 
 
 __all__ = [
