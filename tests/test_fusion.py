@@ -11,12 +11,8 @@ import pytest
 from easyphoto.errors import NoFaceError
 from easyphoto.face.analyzer import face_distance
 from easyphoto.face.fusion import forehead_arc, fuse_face, swap_faces
-from easyphoto.face.keypoints import (
-    estimate_similarity,
-    face_keypoints_image,
-    replace_face_points,
-    transform_points,
-)
+from easyphoto.face.geometry import similarity_transform, transform_points
+from easyphoto.face.keypoints import face_keypoints_image, replace_face_points
 from easyphoto.imageio import fit_within, load_image
 
 # One photo per identity (different people), all frontal-ish except pyfeat_m7 (three-quarter view).
@@ -56,15 +52,15 @@ def test_similarity_transform_recovers_known_transform() -> None:
     rng = np.random.default_rng(0)
     src = rng.uniform(0, 200, size=(5, 2))
     m = _sim_matrix(17.0, 1.37, 25.0, -8.0)
-    dst = transform_points(m, src)
-    np.testing.assert_allclose(estimate_similarity(src, dst), m, atol=1e-9)
+    dst = transform_points(m, src, np.float64)
+    np.testing.assert_allclose(similarity_transform(src, dst), m, atol=1e-9)
     # With noise it is still close, and a mirrored target never yields a reflection.
     noisy = dst + rng.normal(0, 0.5, dst.shape)
-    np.testing.assert_allclose(estimate_similarity(src, noisy), m, atol=0.05 * 1.37 + 1.0)
+    np.testing.assert_allclose(similarity_transform(src, noisy), m, atol=0.05 * 1.37 + 1.0)
     mirrored = dst * np.array([-1.0, 1.0])
-    assert np.linalg.det(estimate_similarity(src, mirrored)[:, :2]) > 0
+    assert np.linalg.det(similarity_transform(src, mirrored)[:, :2]) > 0
     with pytest.raises(ValueError):
-        estimate_similarity(np.zeros((5, 2)), dst)
+        similarity_transform(np.zeros((5, 2)), dst)
 
 
 def test_face_keypoints_image_draws_white_dots_inside_the_face(analyzer, astronaut) -> None:
@@ -86,7 +82,7 @@ def test_face_keypoints_image_draws_white_dots_inside_the_face(analyzer, astrona
 def test_replace_face_points_places_source_shape_on_template(analyzer, astronaut) -> None:
     face = analyzer.largest(astronaut)
     m = _sim_matrix(-12.0, 0.6, 40.0, 90.0)
-    moved = (transform_points(m, face.kps), transform_points(m, face.landmarks))
+    moved = (transform_points(m, face.kps, np.float64), transform_points(m, face.landmarks, np.float64))
     # The source is the template moved by a similarity: putting it back gives the template's points.
     np.testing.assert_allclose(replace_face_points(face, moved), face.landmarks, atol=1e-6)
 
@@ -171,8 +167,8 @@ def test_swap_faces_errors_name_the_input(analyzer, astronaut) -> None:
 
 
 def test_swap_command_writes_png(tmp_path, analyzer, astronaut) -> None:
-    from easyphoto.imageio import save_png
     from easyphoto.cli.swap import swap_command
+    from easyphoto.imageio import save_png
 
     photo, template, out = tmp_path / "me.png", tmp_path / "tpl.png", tmp_path / "out" / "swap.png"
     save_png(astronaut, photo)

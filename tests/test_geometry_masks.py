@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from easyphoto.face import geometry as G
+from easyphoto.face import landmarks as L
 from easyphoto.face import masks as M
 from easyphoto.face.retouch import smooth_skin
 
@@ -71,6 +72,96 @@ def test_warp_image_downscale_is_antialiased() -> None:
     m = G.crop_transform((600, 600), 1200, 100)
     out = G.warp_image(stripes, m, 100)
     assert abs(float(out.mean()) - 127.5) < 3 and float(out.std()) < 10
+
+
+def test_piecewise_affine_maps_an_affine_exactly() -> None:
+    """Control points moved by one affine: every triangle (and the fallback) is that affine."""
+    rng = np.random.default_rng(3)
+    dst = np.vstack([rng.uniform(5, 75, size=(12, 2)), [[0, 0], [79, 0], [79, 59], [0, 59]]])
+    truth = G.similarity_matrix(angle=10.0, scale=1.5, center=(40, 30), target=(60, 50))
+    pwa = G.PiecewiseAffine(dst, (60, 80))
+    map_x, map_y = pwa.map(G.transform_points(truth, dst, np.float64), truth)
+    xs, ys = np.meshgrid(np.arange(80), np.arange(60))
+    expect = G.transform_points(truth, np.stack([xs, ys], axis=-1), np.float64).reshape(60, 80, 2)
+    np.testing.assert_allclose(map_x, expect[..., 0], atol=1e-3)
+    np.testing.assert_allclose(map_y, expect[..., 1], atol=1e-3)
+    # remap_image reads the same pixels cv2.remap would, shrinking a much larger source first.
+    image = rng.integers(0, 255, size=(200, 220, 3), dtype=np.uint8)
+    direct = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    np.testing.assert_array_equal(G.remap_image(image, map_x, map_y, 1.0), direct)
+    assert G.remap_image(image, map_x, map_y, 2.0).shape == direct.shape
+
+
+# ---------------------------------------------------------------------------------------- landmarks
+
+
+def test_landmark_groups_cover_the_68_points_once() -> None:
+    groups = L.JAW + L.BROWS + L.NOSE + L.RIGHT_EYE + L.LEFT_EYE + L.MOUTH
+    assert groups == list(range(L.N_LANDMARKS))
+    assert L.BROWS == L.RIGHT_BROW + L.LEFT_BROW and L.MOUTH == L.OUTER_LIPS + L.INNER_LIPS
+    assert L.INNER == L.BROWS + L.NOSE + L.RIGHT_EYE + L.LEFT_EYE + L.MOUTH
+    assert L.CHIN in L.JAW and L.NOSE_TIP in L.NOSE
+    # MIRROR is a permutation that undoes itself.
+    assert sorted(L.MIRROR) == list(range(68)) and [L.MIRROR[i] for i in L.MIRROR] == list(range(68))
+    # The old spellings still import, and are the same objects.
+    from easyphoto.face import analyzer, fusion
+
+    assert analyzer.JAW is L.JAW and analyzer.RIGHT_EYE is L.RIGHT_EYE and analyzer.MOUTH is L.MOUTH
+    assert M.forehead_points is L.forehead_points and fusion.forehead_arc is L.forehead_arc
+    assert fusion.FOREHEAD_HEIGHT == L.FOREHEAD_HEIGHT
+
+
+def test_landmarks_module_imports_only_numpy_and_stdlib() -> None:
+    import ast
+    import sys
+    from pathlib import Path
+
+    tree = ast.parse(Path(L.__file__).read_text(encoding="utf-8"))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert names - {"numpy"} <= set(sys.stdlib_module_names) | {"__future__"}, names
+
+
+def test_landmarks_of_accepts_faces_and_flat_arrays() -> None:
+    lm = np.arange(136, dtype=np.float32).reshape(68, 2)
+
+    class _Face:
+        landmarks = lm
+
+    for given in (lm, lm.ravel(), lm.tolist(), _Face()):
+        out = L.landmarks_of(given)
+        assert out.shape == (68, 2) and out.dtype == np.float64 and np.array_equal(out, lm)
+    with pytest.raises(ValueError, match="68 landmarks"):
+        L.landmarks_of(np.zeros((5, 2)))
+
+
+def test_face_frame_mirror_and_foreheads(astro_crop) -> None:
+    _, lm, _, _ = astro_crop  # levelled crop: eyes level, head upright
+    frame = L.face_frame(lm)
+    np.testing.assert_allclose(frame.right, [1.0, 0.0], atol=0.01)
+    np.testing.assert_allclose(frame.up, [0.0, -1.0], atol=0.01)
+    assert 0.5 * frame.width < frame.height < 1.5 * frame.width and 0 < frame.eye_mouth < frame.height
+    eyes = 0.5 * (lm[L.RIGHT_EYE].mean(axis=0) + lm[L.LEFT_EYE].mean(axis=0))
+    np.testing.assert_allclose(frame.eye_mid, eyes)
+    right, up, width, height = M.face_frame(lm)  # the tuple form kept for older callers
+    assert np.array_equal(right, frame.right) and np.array_equal(up, frame.up)
+    assert (width, height) == (frame.width, frame.height)
+    # The frame turns and scales with the face.
+    turned = L.face_frame(G.transform_points(G.similarity_matrix(30.0, 2.0), lm, np.float64))
+    np.testing.assert_allclose(turned.right, [math.cos(math.pi / 6), math.sin(math.pi / 6)], atol=0.01)
+    assert turned.width == pytest.approx(2 * frame.width) and turned.eye_mouth == pytest.approx(
+        2 * frame.eye_mouth
+    )
+    # Mirroring keeps every index's meaning (the image-left eye stays image-left) and undoes itself.
+    mirrored = L.mirror_landmarks(lm, 512)
+    assert mirrored[L.RIGHT_EYE, 0].mean() < mirrored[L.LEFT_EYE, 0].mean()
+    np.testing.assert_allclose(L.mirror_landmarks(mirrored, 512), lm)
+    # Both foreheads lie above the brows; the lifted brows hug them, the arc spans the temples.
+    brow_y = lm[L.BROWS, 1].min()
+    points, arc = L.forehead_points(lm), L.forehead_arc(lm)
+    assert points.shape == (12, 2) and points.dtype == np.float32 and (points[1:-1, 1] < brow_y).all()
+    assert arc.shape == (7, 2) and (arc[1:-1, 1] < brow_y).all()
+    assert arc[0, 0] > arc[-1, 0]  # image-right to image-left
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,18 @@ import numpy as np
 
 from ..config import FaceConfig
 from ..errors import EasyPhotoError
-
-Box = tuple[float, float, float, float]
-
-# iBUG 68-point index groups.
-JAW = list(range(0, 17))
-RIGHT_BROW = list(range(17, 22))  # subject's right = image left
-LEFT_BROW = list(range(22, 27))
-NOSE = list(range(27, 36))
-RIGHT_EYE = list(range(36, 42))
-LEFT_EYE = list(range(42, 48))
-MOUTH = list(range(48, 68))
-INNER_MOUTH = list(range(60, 68))
+from .geometry import Box
+from .landmarks import (
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    MOUTH,
+    MOUTH_CORNERS,
+    NOSE,
+    NOSE_TIP,
+    RIGHT_BROW,
+    RIGHT_EYE,
+)
 
 
 def kps_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
@@ -46,13 +46,14 @@ def kps_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     image-right eye, nose tip, image-left mouth corner, image-right mouth corner.
     """
     lm = np.asarray(landmarks, dtype=np.float32)
+    corner_l, corner_r = MOUTH_CORNERS
     return np.stack(
         [
             lm[RIGHT_EYE].mean(axis=0),
             lm[LEFT_EYE].mean(axis=0),
-            lm[30],
-            lm[48],
-            lm[54],
+            lm[NOSE_TIP],
+            lm[corner_l],
+            lm[corner_r],
         ]
     ).astype(np.float32)
 
@@ -450,3 +451,28 @@ def same_person(a: Face | np.ndarray, b: Face | np.ndarray, threshold: float = 0
     (e.g. 0.5) to be stricter with look-alikes.
     """
     return face_distance(a, b) < threshold
+
+
+__all__ = [
+    # The iBUG 68-point groups, defined in :mod:`easyphoto.face.landmarks` (kept importable here).
+    "JAW",
+    "LEFT_BROW",
+    "LEFT_EYE",
+    "MOUTH",
+    "NOSE",
+    "RIGHT_BROW",
+    "RIGHT_EYE",
+    "SIMILARITY_MIDPOINT",
+    "SIMILARITY_SCALE",
+    "Box",
+    "DlibBackend",
+    "Face",
+    "FaceAnalyzer",
+    "FaceBackend",
+    "choose_upsample",
+    "distance_to_similarity",
+    "face_distance",
+    "kps_from_landmarks",
+    "same_person",
+    "similarity",
+]

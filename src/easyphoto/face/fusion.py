@@ -1,7 +1,8 @@
 """Classical face fusion: put a source face onto a template face without any diffusion model.
 
-:func:`fuse_face` works in four stages, all on a crop around the template face, so its cost does
-not grow with the photo's size and every pixel outside that crop is left untouched bit for bit:
+:func:`fuse_face` works in four stages (one function each: ``_warp``, ``_colour``, ``_mask``,
+``_blend``), all on a crop around the template face, so its cost does not grow with the photo's size
+and every pixel outside that crop is left untouched bit for bit:
 
 1. **Warp** (a morph, piecewise affine). The target shape keeps the template's outline (jaw line and
    a forehead arc built from the landmarks) and moves the inner features (brows, eyes, nose, mouth)
@@ -43,25 +44,39 @@ import numpy as np
 
 from ..errors import NoFaceError
 from .color import lab_stats, lab_to_rgb, rgb_to_lab, transfer_lab
-from .geometry import box_size, points_box, similarity_transform, transform_points
+from .geometry import (
+    PiecewiseAffine,
+    box_size,
+    points_box,
+    remap_image,
+    similarity_transform,
+    transform_points,
+)
+from .landmarks import (
+    BROWS,
+    FOREHEAD_HEIGHT,
+    INNER,
+    INNER_EYE_CORNERS,
+    INNER_LIPS,
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    MOUTH_CORNERS,
+    N_LANDMARKS,
+    NOSE_TIP,
+    OUTER_LIPS,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    face_frame,
+    forehead_arc,
+    landmarks_of,
+    mirror_landmarks,
+)
 from .masks import grow_mask, polygon_mask
 
 MaskMode = Literal["forehead", "hull"]
 MouthMode = Literal["auto", "source", "template"]
 
-# iBUG 68-point groups used here.
-_JAW = np.arange(0, 17)
-_BROWS = np.arange(17, 27)
-_R_EYE = np.arange(36, 42)  # image-left eye
-_L_EYE = np.arange(42, 48)
-_OUTER_LIPS = np.arange(48, 60)
-_INNER_LIPS = np.arange(60, 68)
-_INNER = np.arange(17, 68)  # brows, nose, eyes, mouth
-
-#: Height of the forehead arc above the brows, as a fraction of the eye-to-mouth distance. 0.55
-#: reaches well into the forehead (identity rises measurably, DESIGN.md §5) but stays under most
-#: hairlines; the skin weighting handles fringes that come lower.
-FOREHEAD_HEIGHT = 0.55
 #: Scale (fraction of the face size) of the local colour correction: lighting gradients, not features.
 LOCAL_COLOR_SIGMA = 0.2
 #: Largest local correction per LAB channel (L, a, b) after the global transfer.
@@ -105,66 +120,11 @@ class FusionResult:
 # ----------------------------------------------------------------------------------------- geometry
 
 
-def _landmarks_of(face: Any) -> np.ndarray:
-    lm = np.asarray(getattr(face, "landmarks", face), dtype=np.float64)
-    if lm.shape != (68, 2):
-        raise ValueError(f"face fusion needs 68 landmarks, got shape {lm.shape}")
-    return lm
-
-
-def _face_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Eye midpoint, unit right and up axes (image coordinates), and eye-to-mouth distance."""
-    eye_l, eye_r = lm[_R_EYE].mean(axis=0), lm[_L_EYE].mean(axis=0)
-    eye_mid = 0.5 * (eye_l + eye_r)
-    right = eye_r - eye_l
-    right /= max(float(np.linalg.norm(right)), 1e-6)
-    up = np.array([right[1], -right[0]])
-    mouth = lm[48:68].mean(axis=0)
-    h = max(float(np.dot(eye_mid - mouth, up)), 1.0)
-    return eye_mid, right, up, h
-
-
-def forehead_arc(landmarks: np.ndarray, height: float = FOREHEAD_HEIGHT, n: int = 7) -> np.ndarray:
-    """``n`` points on an arc over the forehead, from the 68 landmarks (image-right to image-left).
-
-    The arc is half an ellipse through the jaw's ends at eye height, reaching ``height`` × the
-    eye-to-mouth distance above the highest brow point. Built the same way on two faces, the points
-    correspond, so they can drive a warp as well as a mask.
-    """
-    lm = _landmarks_of(landmarks)
-    eye_mid, right, up, h = _face_frame(lm)
-    jaw_mid = 0.5 * (lm[0] + lm[16])
-    centre = eye_mid + right * float(np.dot(jaw_mid - eye_mid, right))
-    rx = 0.5 * abs(float(np.dot(lm[16] - lm[0], right)))
-    brow_top = float(np.max((lm[_BROWS] - centre) @ up))
-    ry = max(brow_top, 0.0) + height * h
-    t = np.linspace(0.0, np.pi, n + 2)[1:-1]
-    return centre + np.outer(rx * np.cos(t), right) + np.outer(ry * np.sin(t), up)
-
-
-_MIRROR = np.array(
-    list(range(16, -1, -1))  # jaw
-    + list(range(26, 21, -1))  # brows
-    + list(range(21, 16, -1))
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]  # nose
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
-    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lips
-)
-
-
-def _mirror_landmarks(lm: np.ndarray, width: int) -> np.ndarray:
-    """Landmarks of the horizontally mirrored image, renumbered so each index keeps its meaning."""
-    flipped = lm.copy()
-    flipped[:, 0] = (width - 1) - flipped[:, 0]
-    return flipped[_MIRROR]
-
-
 def _yaw(lm: np.ndarray) -> float:
     """Signed head turn in -1..1 from where the nose tip sits between the jaw ends (0 = frontal)."""
-    _, right, _, _ = _face_frame(lm)
-    left_d = float(np.dot(lm[30] - lm[0], right))
-    right_d = float(np.dot(lm[16] - lm[30], right))
+    right = face_frame(lm).right
+    left_d = float(np.dot(lm[NOSE_TIP] - lm[JAW[0]], right))
+    right_d = float(np.dot(lm[JAW[-1]] - lm[NOSE_TIP], right))
     return (left_d - right_d) / max(left_d + right_d, 1e-6)
 
 
@@ -187,7 +147,7 @@ def _safe_morph_steps(ctl_t: np.ndarray, shift: np.ndarray, ratio: float) -> np.
     from scipy.spatial import Delaunay
 
     tri = Delaunay(ctl_t, qhull_options="QJ").simplices
-    tri = tri[np.any((tri < 17) | (tri >= 68), axis=1)]
+    tri = tri[np.any((tri <= JAW[-1]) | (tri >= N_LANDMARKS), axis=1)]
     before = _signed_areas(tri, ctl_t)
     k = np.full(len(ctl_t), ratio)
     for _ in range(12):
@@ -200,71 +160,11 @@ def _safe_morph_steps(ctl_t: np.ndarray, shift: np.ndarray, ratio: float) -> np.
 
 
 def _mouth_openness(lm: np.ndarray) -> float:
+    """Inner-lip gap (three upper/lower point pairs) over the mouth's width."""
     gap = np.linalg.norm(lm[[61, 62, 63]] - lm[[67, 66, 65]], axis=1).mean()
-    width = max(float(np.linalg.norm(lm[54] - lm[48])), 1e-6)
+    corner_l, corner_r = MOUTH_CORNERS
+    width = max(float(np.linalg.norm(lm[corner_r] - lm[corner_l])), 1e-6)
     return float(gap / width)
-
-
-# ------------------------------------------------------------------------------------------- warp
-
-
-class _PiecewiseAffine:
-    """Piecewise affine warps over one Delaunay triangulation of control points in the output frame.
-
-    The triangles are rasterised once (an index image); :meth:`map` then gives the dense backward
-    map (for :func:`cv2.remap`) to any set of corresponding source points. Pixels outside every
-    triangle use a fallback affine.
-    """
-
-    def __init__(self, dst_pts: np.ndarray, shape: tuple[int, int]) -> None:
-        from scipy.spatial import Delaunay
-
-        self.dst = dst_pts
-        self.tri = Delaunay(dst_pts, qhull_options="QJ").simplices
-        d = dst_pts[self.tri]  # (n, 3, 2)
-        self.mats = np.concatenate([d, np.ones((len(self.tri), 3, 1))], axis=2)  # rows [x, y, 1]
-        det = np.linalg.det(self.mats)
-        self.ok = np.abs(det) > 1e-6
-        h, w = shape
-        self.index = np.full((h, w), len(self.tri), dtype=np.uint16)
-        # Larger triangles last, so a degenerate sliver never overwrites a real triangle's pixels.
-        for i in np.argsort(np.abs(det)):
-            if self.ok[i]:
-                cv2.fillConvexPoly(self.index, np.round(d[i] * 16).astype(np.int32), int(i), cv2.LINE_8, 4)
-        self.xs = np.arange(w, dtype=np.float32)[None, :]
-        self.ys = np.arange(h, dtype=np.float32)[:, None]
-
-    def map(self, src_pts: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Backward map ``(map_x, map_y)`` sending each output pixel to its source position."""
-        n = len(self.tri)
-        coef = np.empty((n + 1, 3, 2))
-        coef[:-1][self.ok] = np.linalg.solve(self.mats[self.ok], src_pts[self.tri][self.ok])
-        coef[:-1][~self.ok] = fallback.T
-        coef[-1] = fallback.T
-        coef = coef.astype(np.float32)
-        c = [coef[:, i, j][self.index] for j in range(2) for i in range(3)]
-        map_x = c[0] * self.xs + c[1] * self.ys + c[2]
-        map_y = c[3] * self.xs + c[4] * self.ys + c[5]
-        return map_x, map_y
-
-
-def _sample(source: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, scale: float) -> np.ndarray:
-    """Sample ``source`` at the map, shrinking it first when it is much larger (``scale`` > 1.3)."""
-    h, w = source.shape[:2]
-    x0 = int(np.clip(np.floor(map_x.min()) - 2, 0, w - 1))
-    x1 = int(np.clip(np.ceil(map_x.max()) + 3, x0 + 1, w))
-    y0 = int(np.clip(np.floor(map_y.min()) - 2, 0, h - 1))
-    y1 = int(np.clip(np.ceil(map_y.max()) + 3, y0 + 1, h))
-    sub = source[y0:y1, x0:x1]
-    mx, my = map_x - x0, map_y - y0
-    if scale > 1.3:
-        f = 1.0 / scale
-        size = (max(1, round(sub.shape[1] * f)), max(1, round(sub.shape[0] * f)))
-        fx, fy = size[0] / sub.shape[1], size[1] / sub.shape[0]
-        sub = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
-        mx = (mx + 0.5) * fx - 0.5
-        my = (my + 0.5) * fy - 0.5
-    return cv2.remap(sub, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -292,11 +192,11 @@ def _blur(mask: np.ndarray, sigma: float) -> np.ndarray:
 def _feature_mask(shape: tuple[int, int], lm: np.ndarray, size: float) -> np.ndarray:
     """Eyes, brows and lips (dilated): the pixels that are not plain skin."""
     m = np.zeros(shape, dtype=np.float32)
-    for group in (_R_EYE, _L_EYE, _OUTER_LIPS):
+    for group in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS):
         m = np.maximum(m, _poly_mask(shape, lm[group]))
     brows = np.zeros(shape, dtype=np.uint8)
     thick = max(1, int(round(0.06 * size)))
-    for group in (np.arange(17, 22), np.arange(22, 27)):
+    for group in (RIGHT_BROW, LEFT_BROW):
         cv2.polylines(brows, [np.round(lm[group]).astype(np.int32).reshape(-1, 1, 2)], False, 1, thick)
     m = np.maximum(m, brows.astype(np.float32))
     return _dilate(m, 0.04 * size)
@@ -313,11 +213,13 @@ def _skin_likeness(lab: np.ndarray, stats: tuple[np.ndarray, np.ndarray], k: flo
 
 def _has_glasses(gray: np.ndarray, lm: np.ndarray) -> bool:
     """Heuristic: a glasses bridge is a horizontal edge across the nose bridge between the eyes."""
-    eye_mid, right, up, h = _face_frame(lm)
-    inner = 0.5 * (lm[39] + lm[42])
-    half_w = 0.2 * float(np.linalg.norm(lm[42] - lm[39]))
+    frame = face_frame(lm)
+    right, up, h = frame.right, frame.up, frame.eye_mouth
+    corner_l, corner_r = INNER_EYE_CORNERS
+    inner = 0.5 * (lm[corner_l] + lm[corner_r])
+    half_w = 0.2 * float(np.linalg.norm(lm[corner_r] - lm[corner_l]))
     # Sample a small upright patch along the face axes: from the inner eye corners up to the brows.
-    top = float(np.max((lm[[21, 22]] - inner) @ up))
+    top = float(np.max((lm[[RIGHT_BROW[-1], LEFT_BROW[0]]] - inner) @ up))
     n_rows = max(8, int(round(top + 0.1 * h)))
     n_cols = max(4, int(round(2 * half_w)))
     v = np.linspace(-0.1 * h, 0.65 * top, n_rows)
@@ -337,7 +239,7 @@ def _has_glasses(gray: np.ndarray, lm: np.ndarray) -> bool:
     return contrast > 0.45 and float(steps.max()) > 13.0
 
 
-# ----------------------------------------------------------------------------------------- fusion
+# ------------------------------------------------------------------------------------ the four stages
 
 
 def _crop_box(pts: np.ndarray, margin: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -345,6 +247,236 @@ def _crop_box(pts: np.ndarray, margin: float, shape: tuple[int, int]) -> tuple[i
     x0, y0 = np.floor(pts.min(axis=0) - margin).astype(int)
     x1, y1 = np.ceil(pts.max(axis=0) + margin).astype(int) + 1
     return max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1))
+
+
+def _match_turn(
+    source: np.ndarray, lm_s: np.ndarray, lm_t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The source and its landmarks, mirrored when the two faces turn opposite ways (and whether).
+
+    A mirrored source then matches the template's pose much better: faces are near-symmetric,
+    identity survives a mirror, hidden cheeks do not reappear.
+    """
+    yaw_t, yaw_s = _yaw(lm_t), _yaw(lm_s)
+    if yaw_t * yaw_s < 0 and abs(yaw_t - yaw_s) - abs(yaw_t + yaw_s) > 0.2:
+        return np.ascontiguousarray(source[:, ::-1]), mirror_landmarks(lm_s, source.shape[1]), True
+    return source, lm_s, False
+
+
+def _morph_target(
+    lm_t: np.ndarray, lm_s: np.ndarray, ratio: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Control points (68 landmarks + forehead arc) of the template, the source and the morph shape,
+    and how far the inner features moved (mean strength, 0..ratio).
+
+    The morph shape keeps the template's outline (jaw, forehead) and moves the inner features toward
+    the source's proportions (similarity-aligned) by ``ratio``. Both faces are warped to it, so lips
+    and eyes coincide at every ratio (no doubled mouth) and at ratio 1 the features keep the source's
+    geometry, which carries much of the identity. The move is shortened until no triangle folds over
+    (different poses would otherwise tear the face).
+    """
+    ctl_t = np.vstack([lm_t, forehead_arc(lm_t)])
+    ctl_s = np.vstack([lm_s, forehead_arc(lm_s)])
+    sim_st = similarity_transform(lm_s[INNER], lm_t[INNER])
+    shift = np.zeros_like(ctl_t)
+    shift[INNER] = transform_points(sim_st, lm_s[INNER], np.float64) - lm_t[INNER]
+    steps = _safe_morph_steps(ctl_t, shift, ratio)
+    return ctl_t, ctl_s, ctl_t + steps[:, None] * shift, float(steps[INNER].mean())
+
+
+@dataclass
+class _Warped:
+    """Stage 1's output, in the coordinates of the template crop ``box``."""
+
+    box: tuple[int, int, int, int]
+    crop: np.ndarray  # the template's own pixels
+    template: np.ndarray  # the template warped to the morph shape
+    source: np.ndarray  # the source warped to the morph shape
+    tmap: tuple[np.ndarray, np.ndarray]  # the template's backward map (where its pixels moved)
+    lm: np.ndarray  # the morph shape's 68 landmarks: where both warped faces now are
+    forehead: np.ndarray  # the forehead arc (the morph keeps the template's outline)
+    size: float  # the template face's size in pixels
+
+
+def _warp(
+    template: np.ndarray,
+    source: np.ndarray,
+    ctl: tuple[np.ndarray, np.ndarray, np.ndarray],
+    box: tuple[int, int, int, int],
+    size_t: float,
+    size_s: float,
+) -> _Warped:
+    """Stage 1: warp both faces to the morph shape (``ctl``: template, source, morph control points).
+
+    The crop border stays put for the template and maps by the overall similarity for the source.
+    """
+    ctl_t, ctl_s, ctl_m = ctl
+    x0, y0, x1, y1 = box
+    crop_t = template[y0:y1, x0:x1]
+    ch, cw = crop_t.shape[:2]
+    off = np.array([x0, y0], dtype=np.float64)
+    ctl_mc = ctl_m - off
+    border = np.array(
+        [[-1, -1], [cw / 2, -1], [cw, -1], [cw, ch / 2], [cw, ch], [cw / 2, ch], [-1, ch], [-1, ch / 2]],
+        dtype=np.float64,
+    )
+    sim = similarity_transform(ctl_mc, ctl_s)
+    pwa = PiecewiseAffine(np.vstack([ctl_mc, border]), (ch, cw))
+    map_x, map_y = pwa.map(np.vstack([ctl_s, transform_points(sim, border, np.float64)]), sim)
+    warped = remap_image(source, map_x, map_y, size_s / max(size_t, 1.0))
+    ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    tmap_x, tmap_y = pwa.map(np.vstack([ctl_t - off, border]), ident)
+    morphed_t = cv2.remap(crop_t, tmap_x, tmap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    lm_mc, fh_tc = ctl_mc[:N_LANDMARKS], ctl_t[N_LANDMARKS:] - off
+    return _Warped(box, crop_t, morphed_t, warped, (tmap_x, tmap_y), lm_mc, fh_tc, size_t)
+
+
+def _skin(lab: np.ndarray, cheeks: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The skin of the ``cheeks`` mask and its LAB statistics, refined once so beards, stubble and
+    shadows do not count as skin."""
+    skin = cheeks * (_skin_likeness(lab, lab_stats(lab, cheeks)) > 0.3)
+    return skin, lab_stats(lab, skin if skin.sum() > 0.3 * cheeks.sum() else cheeks)
+
+
+def _local_correction(diff: np.ndarray, support: np.ndarray, sigma: float) -> np.ndarray:
+    """Low-frequency part of the LAB difference ``diff`` over ``support`` (normalised convolution),
+    clipped to :data:`LOCAL_COLOR_LIMIT`."""
+    den = _blur(support, sigma)
+    num = _blur(diff * support[..., None], sigma)
+    corr = num / np.maximum(den, 0.15)[..., None]
+    return np.clip(corr, -LOCAL_COLOR_LIMIT, LOCAL_COLOR_LIMIT)
+
+
+def _eye_rings(shape: tuple[int, int], lm: np.ndarray, size: float) -> np.ndarray:
+    """Soft 0..1 ring around each eye (where eye make-up sits), eye itself excluded."""
+    ring = np.zeros(shape, dtype=np.float32)
+    for group in (RIGHT_EYE, LEFT_EYE):
+        eye = _poly_mask(shape, lm[group])
+        ring = np.maximum(ring, _dilate(eye, 0.07 * size) - _dilate(eye, 0.012 * size))
+    return _blur(ring, 0.015 * size)
+
+
+def _colour(
+    w: _Warped, color_match: bool, suppress_makeup: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 2: the warped source recoloured to the template's skin and light.
+
+    Also returns what the mask stage reuses: how skin-like both faces are per pixel, and the
+    forehead band (inside the face hull, above the brows: where a fringe or the source's hair may be).
+    """
+    shape, lm, size = w.crop.shape[:2], w.lm, w.size
+    jaw_hull = _poly_mask(shape, lm[JAW])
+    face_hull = _poly_mask(shape, np.vstack([lm[JAW], w.forehead]))
+    features = _feature_mask(shape, lm, size)
+    cheeks = _erode(jaw_hull * (1.0 - features), 0.03 * size)
+    lab_t, lab_w = rgb_to_lab(w.template), rgb_to_lab(w.source)
+    skin_t, stats_t = _skin(lab_t, cheeks)
+    _, stats_w = _skin(lab_w, cheeks)
+    frame = face_frame(lm)
+    brow_hull = _poly_mask(shape, np.vstack([lm[JAW], lm[BROWS] + 0.15 * frame.eye_mouth * frame.up]))
+    forehead_band = _erode(face_hull, 0.03 * size) * (1.0 - brow_hull)
+    skin_both = _skin_likeness(lab_t, stats_t) * _skin_likeness(lab_w, stats_w)
+    if not color_match:
+        return w.source, skin_both, forehead_band
+    lab_m = transfer_lab(lab_w, stats_w, stats_t)
+    # Local low-frequency correction over the skin of both faces: the template's skin (not its
+    # beard) on the cheeks, skin of both on the forehead.
+    support = np.maximum(skin_t, forehead_band * (skin_both > 0.3)) * (1.0 - features)
+    lab_m = lab_m + _local_correction(lab_t - lab_m, support, LOCAL_COLOR_SIGMA * size)
+    if suppress_makeup:
+        ring = _eye_rings(shape, lm, size)
+        floor = lab_t[..., 0] - 6.0
+        lab_m[..., 0] = lab_m[..., 0] + ring * np.maximum(floor - lab_m[..., 0], 0.0)
+    lab_m[..., 0] = np.clip(lab_m[..., 0], 0.0, 100.0)
+    return lab_to_rgb(lab_m), skin_both, forehead_band
+
+
+def _mask(
+    w: _Warped,
+    source: np.ndarray,
+    lm_s: np.ndarray,
+    mask_mode: MaskMode,
+    skin_both: np.ndarray,
+    forehead_band: np.ndarray,
+) -> tuple[np.ndarray, tuple[bool, bool]]:
+    """Stage 3: the feathered face mask (0..1) and whether (template, source) wear glasses."""
+    shape, lm, size = w.crop.shape[:2], w.lm, w.size
+    glasses = (
+        _has_glasses(cv2.cvtColor(w.template, cv2.COLOR_RGB2GRAY), lm),
+        _has_glasses(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), lm_s),
+    )
+    if mask_mode == "forehead":
+        hull_pts = np.vstack([lm[JAW], w.forehead])
+    elif mask_mode == "hull":
+        hull_pts = lm
+    else:
+        raise ValueError(f"mask_mode must be 'forehead' or 'hull', got {mask_mode!r}")
+    if any(glasses):
+        # Widen at eye height so frames are replaced or kept whole, not cut at the mask's side.
+        right, widen = face_frame(lm).right, 0.1 * size
+        hull_pts = np.vstack([hull_pts, lm[[0, 1]] - right * widen, lm[[15, 16]] + right * widen])
+    feather = 0.035 * size
+    mask = _blur(_erode(_poly_mask(shape, hull_pts), 2.2 * feather), feather)
+    if mask_mode == "forehead":
+        guard = _blur(skin_both, 0.02 * size)
+        band = _blur(forehead_band, feather)
+        mask = mask * (1.0 - band + band * guard)
+    return np.clip(mask, 0.0, 1.0).astype(np.float32), glasses
+
+
+def _mouth_from(lm_t: np.ndarray, lm_s: np.ndarray, ratio: float, mouth: MouthMode) -> str:
+    """Where the mouth interior comes from: ``"blend"``, ``"template"`` or ``"source"``.
+
+    When the two mouths differ in openness, a cross-dissolve shows ghost teeth: take the interior
+    from one face only, the more open one (squeezing teeth looks natural, stretching closed lips
+    does not).
+    """
+    open_t, open_s = _mouth_openness(lm_t), _mouth_openness(lm_s)
+    differ = max(open_t, open_s) > OPEN_MOUTH and not (0.6 < (open_s + 1e-3) / (open_t + 1e-3) < 1.0 / 0.6)
+    if mouth in ("template", "source"):
+        return mouth
+    if mouth != "auto":
+        raise ValueError(f"mouth must be 'auto', 'template' or 'source', got {mouth!r}")
+    if differ and 0.0 < ratio < 1.0:
+        return "template" if open_t > open_s else "source"
+    return "blend"
+
+
+def _alpha(w: _Warped, mask: np.ndarray, ratio: float, mouth_from: str) -> np.ndarray:
+    """Weight of the source per crop pixel: ``ratio * mask``, with the mouth interior set to 1
+    (from the source) or 0 (from the template) unless ``mouth_from`` is ``"blend"``."""
+    alpha = ratio * mask
+    if mouth_from != "blend":
+        inner = _blur(_dilate(_poly_mask(mask.shape, w.lm[INNER_LIPS]), 0.01 * w.size), 0.01 * w.size)
+        inner = inner * (mask > 0.5)
+        target = 1.0 if mouth_from == "source" else 0.0
+        alpha = alpha * (1.0 - inner) + target * inner
+    return alpha
+
+
+def _blend(
+    template: np.ndarray, w: _Warped, source: np.ndarray, mask: np.ndarray, alpha: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 4: ``alpha`` of the (recoloured) warped ``source`` over the morphed template, pasted into
+    a copy of ``template``; exactly the template wherever nothing moved or mixed. Returns the image,
+    and the mask and alpha at the template's size."""
+    x0, y0, x1, y1 = w.box
+    a3 = alpha[..., None]
+    tpl = w.template.astype(np.float32)
+    blended = np.clip(tpl + a3 * (source.astype(np.float32) - tpl) + 0.5, 0, 255).astype(np.uint8)
+    ch, cw = alpha.shape
+    xs = np.arange(cw, dtype=np.float32)[None, :]
+    ys = np.arange(ch, dtype=np.float32)[:, None]
+    tmap_x, tmap_y = w.tmap
+    moved = (np.abs(tmap_x - xs) + np.abs(tmap_y - ys)) > 1e-3
+    touched = (alpha > 0) | moved
+    out = template.copy()
+    out[y0:y1, x0:x1] = np.where(touched[..., None], blended, w.crop)
+    full_mask = np.zeros(template.shape[:2], dtype=np.float32)
+    full_mask[y0:y1, x0:x1] = mask
+    full_alpha = np.zeros_like(full_mask)
+    full_alpha[y0:y1, x0:x1] = alpha
+    return out, full_mask, full_alpha
 
 
 def fuse_face(
@@ -387,161 +519,32 @@ def fuse_face(
             raise ValueError(f"{name} must be an H×W×3 uint8 RGB image, got {img.shape} {img.dtype}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    lm_t, lm_s = _landmarks_of(template_face), _landmarks_of(source_face)
-    flipped = False
-    yaw_t, yaw_s = _yaw(lm_t), _yaw(lm_s)
-    if yaw_t * yaw_s < 0 and abs(yaw_t - yaw_s) - abs(yaw_t + yaw_s) > 0.2:
-        # The faces turn opposite ways: a mirrored source matches the template's pose much better
-        # (faces are near-symmetric; identity survives a mirror, hidden cheeks do not reappear).
-        source = np.ascontiguousarray(source[:, ::-1])
-        lm_s = _mirror_landmarks(lm_s, source.shape[1])
-        flipped = True
+    lm_t = landmarks_of(template_face)
+    source, lm_s, flipped = _match_turn(source, landmarks_of(source_face), lm_t)
     size_t, size_s = box_size(points_box(lm_t)), box_size(points_box(lm_s))
-    fh_t, fh_s = forehead_arc(lm_t), forehead_arc(lm_s)
-    # Morph target: the template's outline (jaw, forehead) with the inner features moved toward the
-    # source's proportions (similarity-aligned), by ``ratio``. Both faces are warped to this shape, so
-    # lips and eyes coincide at every ratio (no doubled mouth) and at ratio 1 the features keep the
-    # source's geometry, which carries much of the identity. The move is shortened until no triangle
-    # folds over (different poses would otherwise tear the face).
-    ctl_t, ctl_s = np.vstack([lm_t, fh_t]), np.vstack([lm_s, fh_s])
-    sim_st = similarity_transform(lm_s[_INNER], lm_t[_INNER])
-    shift = np.zeros_like(ctl_t)
-    shift[_INNER] = transform_points(sim_st, lm_s[_INNER], np.float64) - lm_t[_INNER]
-    steps = _safe_morph_steps(ctl_t, shift, ratio)
-    strength = float(steps[_INNER].mean())
-    ctl_m = ctl_t + steps[:, None] * shift
-    lm_m = ctl_m[:68]
+    ctl_t, ctl_s, ctl_m, strength = _morph_target(lm_t, lm_s, ratio)
     box = _crop_box(np.vstack([ctl_t, ctl_m]), 0.12 * size_t + 4, template.shape[:2])
-    x0, y0, x1, y1 = box
-    out = template.copy()
-    full_mask = np.zeros(template.shape[:2], dtype=np.float32)
-    if ratio == 0.0 or x1 - x0 < 4 or y1 - y0 < 4:
-        return FusionResult(out, full_mask, full_mask.copy(), ratio, box, timings=timings)
-    crop_t = template[y0:y1, x0:x1]
-    shape = crop_t.shape[:2]
-    off = np.array([x0, y0], dtype=np.float64)
-    lm_mc, fh_tc, ctl_mc = lm_m - off, fh_t - off, ctl_m - off
-    lm_tc = lm_mc  # masks are drawn on the morph shape, where both warped faces now are
-
-    # 1. Warp both faces to the morph shape; the crop border stays put for the template and maps by
-    # the overall similarity for the source.
-    ch, cw = shape
-    border = np.array(
-        [[-1, -1], [cw / 2, -1], [cw, -1], [cw, ch / 2], [cw, ch], [cw / 2, ch], [-1, ch], [-1, ch / 2]],
-        dtype=np.float64,
-    )
-    sim = similarity_transform(ctl_mc, ctl_s)
-    pwa = _PiecewiseAffine(np.vstack([ctl_mc, border]), shape)
-    map_x, map_y = pwa.map(np.vstack([ctl_s, transform_points(sim, border, np.float64)]), sim)
-    warped = _sample(source, map_x, map_y, size_s / max(size_t, 1.0))
-    ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    tmap_x, tmap_y = pwa.map(np.vstack([ctl_t - off, border]), ident)
-    morphed_t = cv2.remap(crop_t, tmap_x, tmap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if ratio == 0.0 or box[2] - box[0] < 4 or box[3] - box[1] < 4:
+        empty = np.zeros(template.shape[:2], dtype=np.float32)
+        return FusionResult(template.copy(), empty, empty.copy(), ratio, box, timings=timings)
+    warped = _warp(template, source, (ctl_t, ctl_s, ctl_m), box, size_t, size_s)
     timings["warp"] = time.perf_counter() - t0
 
-    # 2. Colour.
     t1 = time.perf_counter()
-    jaw_hull = _poly_mask(shape, lm_tc[_JAW])
-    face_hull = _poly_mask(shape, np.vstack([lm_tc[_JAW], fh_tc]))
-    features = _feature_mask(shape, lm_tc, size_t)
-    cheeks = jaw_hull * (1.0 - features)
-    cheeks = _erode(cheeks, 0.03 * size_t)
-    lab_t = rgb_to_lab(morphed_t)
-    lab_w = rgb_to_lab(warped)
-    # Skin statistics, refined once so beards, stubble and shadows do not count as skin.
-    stats_t = lab_stats(lab_t, cheeks)
-    stats_w = lab_stats(lab_w, cheeks)
-    like_t, like_w = _skin_likeness(lab_t, stats_t), _skin_likeness(lab_w, stats_w)
-    skin_t, skin_w = cheeks * (like_t > 0.3), cheeks * (like_w > 0.3)
-    stats_t = lab_stats(lab_t, skin_t if skin_t.sum() > 0.3 * cheeks.sum() else cheeks)
-    stats_w = lab_stats(lab_w, skin_w if skin_w.sum() > 0.3 * cheeks.sum() else cheeks)
-    # Forehead band: inside the face hull, above the brows (where a fringe or the source's hair may be).
-    _, _, up_c, h_c = _face_frame(lm_tc)
-    brow_hull = _poly_mask(shape, np.vstack([lm_tc[_JAW], lm_tc[_BROWS] + 0.15 * h_c * up_c]))
-    forehead_band = _erode(face_hull, 0.03 * size_t) * (1.0 - brow_hull)
-    skin_both = _skin_likeness(lab_t, stats_t) * _skin_likeness(lab_w, stats_w)
-    if color_match:
-        lab_m = transfer_lab(lab_w, stats_w, stats_t)
-        # Local low-frequency correction over the skin of both faces (normalised convolution).
-        # Support: the template's skin (not its beard) on the cheeks, skin of both on the forehead.
-        support = np.maximum(skin_t, forehead_band * (skin_both > 0.3)) * (1.0 - features)
-        sigma = LOCAL_COLOR_SIGMA * size_t
-        den = _blur(support, sigma)
-        num = _blur((lab_t - lab_m) * support[..., None], sigma)
-        corr = num / np.maximum(den, 0.15)[..., None]
-        lab_m = lab_m + np.clip(corr, -LOCAL_COLOR_LIMIT, LOCAL_COLOR_LIMIT)
-        if suppress_makeup:
-            ring = np.zeros(shape, dtype=np.float32)
-            for group in (_R_EYE, _L_EYE):
-                eye = _poly_mask(shape, lm_tc[group])
-                ring = np.maximum(ring, _dilate(eye, 0.07 * size_t) - _dilate(eye, 0.012 * size_t))
-            ring = _blur(ring, 0.015 * size_t)
-            floor = lab_t[..., 0] - 6.0
-            lab_m[..., 0] = lab_m[..., 0] + ring * np.maximum(floor - lab_m[..., 0], 0.0)
-        lab_m[..., 0] = np.clip(lab_m[..., 0], 0.0, 100.0)
-        warped = lab_to_rgb(lab_m)
+    recoloured, skin_both, forehead_band = _colour(warped, color_match, suppress_makeup)
     timings["colour"] = time.perf_counter() - t1
 
-    # 3. Mask.
     t2 = time.perf_counter()
-    glasses = (
-        _has_glasses(cv2.cvtColor(morphed_t, cv2.COLOR_RGB2GRAY), lm_tc),
-        _has_glasses(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), lm_s),
-    )
-    if mask_mode == "forehead":
-        hull_pts = np.vstack([lm_tc[_JAW], fh_tc])
-    elif mask_mode == "hull":
-        hull_pts = lm_tc
-    else:
-        raise ValueError(f"mask_mode must be 'forehead' or 'hull', got {mask_mode!r}")
-    if any(glasses):
-        # Widen at eye height so frames are replaced or kept whole, not cut at the mask's side.
-        _, right, up, _ = _face_frame(lm_tc)
-        widen = 0.1 * size_t
-        hull_pts = np.vstack([hull_pts, lm_tc[[0, 1]] - right * widen, lm_tc[[15, 16]] + right * widen])
-    feather = 0.035 * size_t
-    mask = _blur(_erode(_poly_mask(shape, hull_pts), 2.2 * feather), feather)
-    if mask_mode == "forehead":
-        guard = _blur(skin_both, 0.02 * size_t)
-        band = _blur(forehead_band, feather)
-        mask = mask * (1.0 - band + band * guard)
-    # Mouth interior: when the two mouths differ in openness, a cross-dissolve shows ghost teeth.
-    # Take the interior from one face only: the more open one (squeezing teeth looks natural,
-    # stretching closed lips does not).
-    open_t, open_s = _mouth_openness(lm_t), _mouth_openness(lm_s)
-    differ = max(open_t, open_s) > OPEN_MOUTH and not (0.6 < (open_s + 1e-3) / (open_t + 1e-3) < 1.0 / 0.6)
-    mouth_from = "blend"
-    if mouth in ("template", "source"):
-        mouth_from = mouth
-    elif mouth == "auto" and differ and 0.0 < ratio < 1.0:
-        mouth_from = "template" if open_t > open_s else "source"
-    elif mouth != "auto":
-        raise ValueError(f"mouth must be 'auto', 'template' or 'source', got {mouth!r}")
-    mask = np.clip(mask, 0.0, 1.0).astype(np.float32)
-    alpha = ratio * mask
-    if mouth_from != "blend":
-        inner = _blur(_dilate(_poly_mask(shape, lm_tc[_INNER_LIPS]), 0.01 * size_t), 0.01 * size_t)
-        inner = inner * (mask > 0.5)
-        target = 1.0 if mouth_from == "source" else 0.0
-        alpha = alpha * (1.0 - inner) + target * inner
+    mask, glasses = _mask(warped, source, lm_s, mask_mode, skin_both, forehead_band)
+    mouth_from = _mouth_from(lm_t, lm_s, ratio, mouth)
+    alpha = _alpha(warped, mask, ratio, mouth_from)
     timings["mask"] = time.perf_counter() - t2
 
-    # 4. Blend: alpha over the morphed template; exactly the template wherever nothing moved or mixed.
     t3 = time.perf_counter()
-    a3 = alpha[..., None]
-    tpl = morphed_t.astype(np.float32)
-    blended = np.clip(tpl + a3 * (warped.astype(np.float32) - tpl) + 0.5, 0, 255).astype(np.uint8)
-    xs = np.arange(cw, dtype=np.float32)[None, :]
-    ys = np.arange(ch, dtype=np.float32)[:, None]
-    moved = (np.abs(tmap_x - xs) + np.abs(tmap_y - ys)) > 1e-3
-    touched = (alpha > 0) | moved
-    out[y0:y1, x0:x1] = np.where(touched[..., None], blended, crop_t)
-    full_mask[y0:y1, x0:x1] = mask
-    full_alpha = np.zeros_like(full_mask)
-    full_alpha[y0:y1, x0:x1] = alpha
+    image, full_mask, full_alpha = _blend(template, warped, recoloured, mask, alpha)
     timings["blend"] = time.perf_counter() - t3
     return FusionResult(
-        out, full_mask, full_alpha, ratio, box, mouth_from, glasses, flipped, strength, timings
+        image, full_mask, full_alpha, ratio, box, mouth_from, glasses, flipped, strength, timings
     )
 
 

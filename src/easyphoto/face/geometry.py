@@ -10,7 +10,8 @@ Conventions used throughout:
 * Angles are in degrees in image coordinates (y down): a positive *roll* (see
   :func:`eye_angle`) means the image-right eye sits lower than the image-left eye.
 
-Nothing here imports torch; everything is numpy + OpenCV and cheap (microseconds to a few ms).
+Nothing here imports torch; everything is numpy + OpenCV (+ scipy's Delaunay for
+:class:`PiecewiseAffine`) and cheap (microseconds to a few ms).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from .landmarks import LEFT_EYE, N_LANDMARKS, RIGHT_EYE
 
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]
@@ -225,8 +228,8 @@ def eye_angle(points: np.ndarray) -> float:
     """Roll of a face in degrees from its keypoints: the angle of the line from the image-left eye
     to the image-right eye (0 = level). Accepts 5 keypoints or 68 landmarks."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if len(pts) == 68:
-        left, right = pts[36:42].mean(axis=0), pts[42:48].mean(axis=0)
+    if len(pts) == N_LANDMARKS:
+        left, right = pts[RIGHT_EYE].mean(axis=0), pts[LEFT_EYE].mean(axis=0)  # image-left, -right
     elif len(pts) == 5:
         left, right = pts[0], pts[1]
     else:
@@ -331,6 +334,77 @@ def warp_image(
     return cv2.warpAffine(src, m, (ow, oh), flags=interpolation, borderMode=mode, borderValue=value)
 
 
+class PiecewiseAffine:
+    """Piecewise affine warps over one Delaunay triangulation of control points in the output frame.
+
+    The triangles are rasterised once (an index image); :meth:`map` then gives the dense backward
+    map (for :func:`cv2.remap`) to any set of corresponding source points. Pixels outside every
+    triangle use a fallback affine.
+    """
+
+    def __init__(self, dst_pts: np.ndarray, shape: tuple[int, int]) -> None:
+        import cv2
+        from scipy.spatial import Delaunay
+
+        self.dst = dst_pts
+        self.tri = Delaunay(dst_pts, qhull_options="QJ").simplices
+        d = dst_pts[self.tri]  # (n, 3, 2)
+        self.mats = np.concatenate([d, np.ones((len(self.tri), 3, 1))], axis=2)  # rows [x, y, 1]
+        det = np.linalg.det(self.mats)
+        self.ok = np.abs(det) > 1e-6
+        h, w = shape
+        self.index = np.full((h, w), len(self.tri), dtype=np.uint16)
+        # Larger triangles last, so a degenerate sliver never overwrites a real triangle's pixels.
+        for i in np.argsort(np.abs(det)):
+            if self.ok[i]:
+                cv2.fillConvexPoly(self.index, np.round(d[i] * 16).astype(np.int32), int(i), cv2.LINE_8, 4)
+        self.xs = np.arange(w, dtype=np.float32)[None, :]
+        self.ys = np.arange(h, dtype=np.float32)[:, None]
+
+    def map(self, src_pts: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backward map ``(map_x, map_y)`` sending each output pixel to its source position.
+
+        ``src_pts`` correspond to the control points given at construction; ``fallback`` is the
+        ``2×3`` transform used outside every (non-degenerate) triangle.
+        """
+        n = len(self.tri)
+        coef = np.empty((n + 1, 3, 2))
+        coef[:-1][self.ok] = np.linalg.solve(self.mats[self.ok], src_pts[self.tri][self.ok])
+        coef[:-1][~self.ok] = fallback.T
+        coef[-1] = fallback.T
+        coef = coef.astype(np.float32)
+        c = [coef[:, i, j][self.index] for j in range(2) for i in range(3)]
+        map_x = c[0] * self.xs + c[1] * self.ys + c[2]
+        map_y = c[3] * self.xs + c[4] * self.ys + c[5]
+        return map_x, map_y
+
+
+def remap_image(source: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, scale: float) -> np.ndarray:
+    """``cv2.remap`` of ``source`` at a backward map (e.g. from :class:`PiecewiseAffine`), alias-free.
+
+    Only the region the map reads is touched; when ``scale`` (source pixels per output pixel) is
+    above 1.3 that region is first area-shrunk by ``scale``, so a much larger source does not alias.
+    Outside the image, pixels are reflected.
+    """
+    import cv2
+
+    h, w = source.shape[:2]
+    x0 = int(np.clip(np.floor(map_x.min()) - 2, 0, w - 1))
+    x1 = int(np.clip(np.ceil(map_x.max()) + 3, x0 + 1, w))
+    y0 = int(np.clip(np.floor(map_y.min()) - 2, 0, h - 1))
+    y1 = int(np.clip(np.ceil(map_y.max()) + 3, y0 + 1, h))
+    sub = source[y0:y1, x0:x1]
+    mx, my = map_x - x0, map_y - y0
+    if scale > 1.3:
+        f = 1.0 / scale
+        size = (max(1, round(sub.shape[1] * f)), max(1, round(sub.shape[0] * f)))
+        fx, fy = size[0] / sub.shape[1], size[1] / sub.shape[0]
+        sub = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
+        mx = (mx + 0.5) * fx - 0.5
+        my = (my + 0.5) * fy - 0.5
+    return cv2.remap(sub, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 def valid_region(matrix: np.ndarray, image_size: Size, out_size: int | Size) -> np.ndarray:
     """``uint8`` mask (0/255) of the output pixels of :func:`warp_image` that come from inside the
     source image (not from the border padding)."""
@@ -382,6 +456,7 @@ def align_face(
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "Box",
+    "PiecewiseAffine",
     "Size",
     "affine_transform",
     "align_face",
@@ -400,6 +475,7 @@ __all__ = [
     "invert_transform",
     "level_rotation",
     "points_box",
+    "remap_image",
     "scale_box",
     "similarity_matrix",
     "similarity_transform",

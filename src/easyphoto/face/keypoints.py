@@ -5,8 +5,8 @@
   face order; OpenPose's two extra pupil points are not drawn).
 * :func:`replace_face_points` places the user's (``face_id``) 68 landmarks onto a template face with
   the 5-point similarity transform, so the openpose control keeps the template's position, size and
-  roll but carries the user's face proportions.
-* :func:`estimate_similarity`: least-squares similarity (Umeyama 1991, reflection excluded).
+  roll but carries the user's face proportions (the fit is
+  :func:`easyphoto.face.geometry.similarity_transform`: Umeyama 1991, reflection excluded).
 """
 
 from __future__ import annotations
@@ -17,31 +17,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .geometry import similarity_transform
-from .geometry import transform_points as _transform
+from .geometry import similarity_transform, transform_points
+from .landmarks import landmarks_of
 
 #: Dot radius in pixels, as ControlNet's openpose face annotator draws at 512 px.
 DOT_RADIUS = 3
 
 
-def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity from ``src`` to ``dst`` (Umeyama; see ``geometry.similarity_transform``).
-
-    A 2×3 matrix ``M`` with ``dst ≈ src @ M[:, :2].T + M[:, 2]``; never a reflection.
-    """
-    return similarity_transform(src, dst)
-
-
-def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 2×3 affine ``matrix`` to ``N×2`` points (float64)."""
-    return _transform(matrix, points, np.float64)
-
-
-def _points(face: Any, attr: str, n: int) -> np.ndarray:
-    pts = np.asarray(getattr(face, attr, face), dtype=np.float64)
-    if pts.shape != (n, 2):
-        raise ValueError(f"expected {n}×2 {attr}, got shape {pts.shape}")
-    return pts
+def _kps_of(face: Any) -> np.ndarray:
+    kps = np.asarray(getattr(face, "kps", face), dtype=np.float64)
+    if kps.shape != (5, 2):
+        raise ValueError(f"expected 5×2 kps, got shape {kps.shape}")
+    return kps
 
 
 def replace_face_points(template_face: Any, source_face: Any) -> np.ndarray:
@@ -54,12 +41,12 @@ def replace_face_points(template_face: Any, source_face: Any) -> np.ndarray:
     Returns:
         ``68×2`` float array in the template image's pixel coordinates.
     """
-    kps_t = _points(template_face, "kps", 5)
+    kps_t = _kps_of(template_face)
     if isinstance(source_face, tuple):
         kps_s, lm_s = (np.asarray(a, dtype=np.float64) for a in source_face)
     else:
-        kps_s, lm_s = _points(source_face, "kps", 5), _points(source_face, "landmarks", 68)
-    return transform_points(estimate_similarity(kps_s, kps_t), lm_s)
+        kps_s, lm_s = _kps_of(source_face), landmarks_of(source_face)
+    return transform_points(similarity_transform(kps_s, kps_t), lm_s, np.float64)
 
 
 def face_keypoints_image(
@@ -95,8 +82,6 @@ def face_keypoints_image(
 
 __all__ = [
     "DOT_RADIUS",
-    "estimate_similarity",
     "face_keypoints_image",
     "replace_face_points",
-    "transform_points",
 ]

@@ -7,7 +7,7 @@ or a full image shape — for the mask to draw.
 The pieces:
 
 * :func:`face_hull_mask` — convex hull of the landmarks, optionally extended up over the forehead
-  (dlib's 68 points stop at the eyebrows).
+  (dlib's 68 points stop at the eyebrows; :func:`~easyphoto.face.landmarks.forehead_points`).
 * :func:`feature_mask` / :func:`skin_mask` — eyes, brows, lips (and the skin without them).
 * :func:`head_prior` — a landmark-only guess at head + hair + neck.
 * :func:`head_mask` — that guess refined with GrabCut on a small copy (~0.1–0.2 s).
@@ -21,7 +21,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .analyzer import LEFT_BROW, LEFT_EYE, MOUTH, RIGHT_BROW, RIGHT_EYE
+from .landmarks import (
+    BROWS,
+    CHIN,
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    MOUTH,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    forehead_points,
+)
+from .landmarks import face_frame as _frame
+from .landmarks import landmarks_of as _lm
 
 FACE_PARTS: dict[str, list[int]] = {
     "eyes": RIGHT_EYE + LEFT_EYE,
@@ -38,44 +50,14 @@ def _hw(shape: Sequence[int]) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _lm(landmarks: np.ndarray) -> np.ndarray:
-    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    if len(lm) != 68:
-        raise ValueError(f"expected 68 landmarks, got {len(lm)}")
-    return lm
-
-
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Face-aligned frame from landmarks: ``(right, up, width, height)``.
+    """``(right, up, width, height)`` of :func:`easyphoto.face.landmarks.face_frame`, as a tuple.
 
-    ``right`` is the unit vector from the image-left eye to the image-right eye, ``up`` the unit
-    vector perpendicular to it pointing to the top of the head, ``width`` the jaw width (points 0–16)
-    and ``height`` the distance from the brow line to the chin along ``up``.
+    Kept for existing callers; new code should use the :class:`~easyphoto.face.landmarks.FaceFrame`
+    that ``landmarks.face_frame`` returns (it also has the eye midpoint and eye-to-mouth height).
     """
-    lm = _lm(landmarks)
-    right = lm[42:48].mean(axis=0) - lm[36:42].mean(axis=0)
-    norm = np.linalg.norm(right)
-    right = right / norm if norm > 1e-6 else np.array([1.0, 0.0])
-    up = np.array([right[1], -right[0]])  # y grows downward: rotate (1, 0) to (0, -1)
-    brow = lm[17:27].mean(axis=0)
-    height = float(np.dot(brow - lm[8], up))
-    width = float(abs(np.dot(lm[16] - lm[0], right)))
-    return right, up, max(width, 1.0), max(height, 1.0)
-
-
-def forehead_points(landmarks: np.ndarray, height: float = 0.5) -> np.ndarray:
-    """Points over the forehead, ``height`` × (brow-to-chin height) above the eyebrows.
-
-    dlib's 68 points end at the eyebrows; the forehead matters for identity (measured: extending the
-    hull raises face-fusion similarity) and for a mask that does not cut the face at the brows. The
-    points follow the brow arc, lifted along the face's own "up" direction (so they tilt with the head);
-    the temples (jaw points 0 and 16) are lifted by half as much.
-    """
-    lm = _lm(landmarks)
-    _, up, _, h = face_frame(lm)
-    brows = lm[17:27] + up * (height * h)
-    temples = lm[[0, 16]] + up * (0.5 * height * h)
-    return np.vstack([temples[:1], brows, temples[1:]]).astype(np.float32)
+    frame = _frame(landmarks)
+    return frame.right, frame.up, frame.width, frame.height
 
 
 def polygon_mask(points: np.ndarray, shape: Sequence[int], *, convex: bool = True) -> np.ndarray:
@@ -131,8 +113,7 @@ def feature_mask(
     for idx in groups:
         mask |= polygon_mask(lm[idx], (h, w))
     if grow:
-        _, _, width, _ = face_frame(lm)
-        mask = grow_mask(mask, grow * width)
+        mask = grow_mask(mask, grow * _frame(lm).width)
     return mask
 
 
@@ -150,7 +131,7 @@ def skin_mask(
     hull is shrunk by ``shrink`` × face width so the jaw line and hair edge stay out.
     """
     lm = _lm(landmarks)
-    _, _, width, _ = face_frame(lm)
+    width = _frame(lm).width
     hull = face_hull_mask(lm, shape, forehead=forehead, forehead_height=0.4)
     if shrink:
         hull = grow_mask(hull, -shrink * width)
@@ -243,15 +224,16 @@ def head_prior(
     import cv2
 
     lm = _lm(landmarks)
-    right, up, width, height = face_frame(lm)
+    frame = _frame(lm)
+    right, up, width, height = frame.right, frame.up, frame.width, frame.height
     h, w = _hw(shape)
-    chin = lm[8]
-    brow = lm[17:27].mean(axis=0)
+    chin = lm[CHIN]
+    brow = lm[BROWS].mean(axis=0)
     top = brow + up * (hair * height)
     bottom = chin - up * (0.02 * height)
     center = 0.5 * (top + bottom)
     # Centre horizontally on the face (jaw midpoint), keep the ellipse in the face frame.
-    jaw_mid = 0.5 * (lm[0] + lm[16])
+    jaw_mid = 0.5 * (lm[JAW[0]] + lm[JAW[-1]])
     center = center + right * float(np.dot(jaw_mid - center, right))
     semi_v = 0.5 * float(np.linalg.norm(top - bottom))
     semi_h = 0.5 * breadth * width
@@ -279,6 +261,51 @@ def head_prior(
         )
         mask |= polygon_mask(quad, (h, w))
     mask |= face_hull_mask(lm, (h, w), forehead=True)
+    return mask
+
+
+def _grabcut(
+    image: np.ndarray, trimap: np.ndarray, margin: int, work_size: int, iterations: int
+) -> np.ndarray | None:
+    """GrabCut from a full-size ``trimap`` on a small copy, as a full-size hard mask (``None``: it
+    could not run). Works on the bounding box of the uncertain region plus ``margin`` pixels of
+    certain background, shrunk to at most ``work_size`` pixels across."""
+    import cv2
+
+    h, w = image.shape[:2]
+    ys, xs = np.nonzero(trimap != cv2.GC_BGD)
+    if len(xs) == 0:
+        return None
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
+    roi_img = image[y0:y1, x0:x1]
+    roi_tri = trimap[y0:y1, x0:x1]
+    rh, rw = roi_img.shape[:2]
+    scale = min(1.0, work_size / max(rh, rw))
+    sw, sh = max(8, round(rw * scale)), max(8, round(rh * scale))
+    small_img = cv2.resize(roi_img, (sw, sh), interpolation=cv2.INTER_AREA)
+    small_tri = cv2.resize(roi_tri, (sw, sh), interpolation=cv2.INTER_NEAREST)
+    if not (np.any(small_tri == cv2.GC_BGD) or np.any(small_tri == cv2.GC_PR_BGD)):
+        return None
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(
+            np.ascontiguousarray(small_img),
+            small_tri,
+            None,
+            bgd,
+            fgd,
+            iterations,
+            cv2.GC_INIT_WITH_MASK,
+        )
+    except cv2.error:
+        return None
+    small_fg = np.isin(small_tri, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
+    # Smooth upsampling: blur at the small scale, resize linearly, threshold at one half.
+    small_fg = cv2.GaussianBlur(small_fg, (0, 0), 0.7)
+    big = cv2.resize(small_fg, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[y0:y1, x0:x1] = np.where(big >= 0.5, 255, 0).astype(np.uint8)
     return mask
 
 
@@ -320,7 +347,8 @@ def head_mask(
 
     lm = _lm(landmarks)
     h, w = image.shape[:2]
-    _, up, width, height = face_frame(lm)
+    frame = _frame(lm)
+    up, width, height = frame.up, frame.width, frame.height
     face = face_hull_mask(lm, (h, w), forehead=True, forehead_height=0.35)
     if not refine:
         prior = head_prior(lm, (h, w))
@@ -332,7 +360,7 @@ def head_mask(
     # (forehead skin, hair or a hat): certain foreground together with the face itself.
     sure_fg = grow_mask(face_hull_mask(lm, (h, w), forehead=True, forehead_height=sure_skull), -0.04 * width)
     # Right under the chin there is neck (or a beard or a collar, still the person): a short band.
-    jaw = lm[4:13]
+    jaw = lm[JAW[4:13]]
     neck_band = polygon_mask(np.vstack([jaw, jaw[::-1] - up * (neck_core * height)]), (h, w), convex=False)
     outer = grow_mask(head_prior(lm, (h, w), hair=1.25, neck=0.25, breadth=1.9), 0.1 * width)
     trimap = np.full((h, w), cv2.GC_BGD, dtype=np.uint8)
@@ -341,41 +369,9 @@ def head_mask(
     trimap[sure_fg > 0] = cv2.GC_FGD
     if valid is not None:
         trimap[valid == 0] = cv2.GC_BGD
-    # Work on the bounding box of the uncertain region plus a margin of certain background.
-    ys, xs = np.nonzero(trimap != cv2.GC_BGD)
-    if len(xs) == 0:
+    mask = _grabcut(image, trimap, int(0.1 * width) + 4, work_size, iterations)
+    if mask is None:
         return prior
-    margin = int(0.1 * width) + 4
-    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
-    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
-    roi_img = image[y0:y1, x0:x1]
-    roi_tri = trimap[y0:y1, x0:x1]
-    rh, rw = roi_img.shape[:2]
-    scale = min(1.0, work_size / max(rh, rw))
-    sw, sh = max(8, round(rw * scale)), max(8, round(rh * scale))
-    small_img = cv2.resize(roi_img, (sw, sh), interpolation=cv2.INTER_AREA)
-    small_tri = cv2.resize(roi_tri, (sw, sh), interpolation=cv2.INTER_NEAREST)
-    if not (np.any(small_tri == cv2.GC_BGD) or np.any(small_tri == cv2.GC_PR_BGD)):
-        return prior
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(
-            np.ascontiguousarray(small_img),
-            small_tri,
-            None,
-            bgd,
-            fgd,
-            iterations,
-            cv2.GC_INIT_WITH_MASK,
-        )
-    except cv2.error:
-        return prior
-    small_fg = np.isin(small_tri, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
-    # Smooth upsampling: blur at the small scale, resize linearly, threshold at one half.
-    small_fg = cv2.GaussianBlur(small_fg, (0, 0), 0.7)
-    big = cv2.resize(small_fg, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    mask = np.zeros((h, w), dtype=np.uint8)
-    mask[y0:y1, x0:x1] = np.where(big >= 0.5, 255, 0).astype(np.uint8)
     mask |= face | neck_band
     # Open away thin spurs, keep the part attached to the face, close small gaps, fill holes.
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _ellipse_kernel(0.02 * width))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import int_box, points_box, scale_box
-from .masks import face_frame, feather, skin_mask
+from .landmarks import face_frame
+from .masks import feather, skin_mask
 
 
 def smooth_skin(
@@ -38,7 +39,7 @@ def smooth_skin(
     if strength == 0.0:
         return image.copy()
     h, w = image.shape[:2]
-    _, _, width, _ = face_frame(landmarks)
+    width = face_frame(landmarks).width
     # Work on the face region only (bilateral filtering is the expensive part).
     x0, y0, x1, y1 = int_box(scale_box(points_box(landmarks), 1.6))
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
