@@ -7,7 +7,7 @@ Usage::
                                                          # (built into DIR if missing: ~10 GB)
     python benchmarks/generate.py --full-size DIR --device cuda   # end-to-end GPU time, default steps
 
-What is measured, with :class:`easyphoto.generate.PortraitGenerator` at the default
+What is measured, with :class:`easyphoto.stages.generate.PortraitGenerator` at the default
 :class:`~easyphoto.config.GenerateConfig` (512 px short side, first pass 50 steps × 0.45 denoise = 22
 denoising steps, second pass 20 × 0.35 = 7 steps at 1.5× resolution):
 
@@ -52,7 +52,6 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +255,12 @@ def extrapolate(row: dict, cfg: Any, default: Any) -> dict[str, float]:
 def stub_diffusion(gen: Any):
     """Replace the generator's two diffusion passes with a pass-through (returns the input crop)."""
 
-    def passthrough(names, image, mask, controls, scales, steps, strength, cfg, seed):
-        return image.copy()
+    from easyphoto.stages.generate.controls import control_images
+
+    def passthrough(names, inputs, mask, cfg, second, seed, clock):
+        controls, _ = control_images(names, inputs, cfg, second)  # controls are drawn as in a real pass
+        clock.tick("controls")
+        return inputs.image.copy(), dict(zip(names, controls, strict=True))
 
     gen._diffuse = passthrough
 
@@ -339,22 +342,21 @@ def main() -> None:
 
     # Steps: default, unless full-size on a CPU (fewest steps) or asked otherwise.
     default = GenerateConfig()
-    cfg = replace(default, seed=args.seed)
+    cfg = default.replace(seed=args.seed)
     slow = full and not cuda
     if args.steps_scale is not None:
-        cfg = replace(
-            cfg,
+        cfg = cfg.replace(
             first_steps=max(1, round(default.first_steps * args.steps_scale)),
             second_steps=max(1, round(default.second_steps * args.steps_scale)),
         )
     elif slow:
-        cfg = replace(cfg, first_steps=1, second_steps=1)
+        cfg = cfg.replace(first_steps=1, second_steps=1)
     if args.first_steps is not None:
-        cfg = replace(cfg, first_steps=args.first_steps)
+        cfg = cfg.replace(first_steps=args.first_steps)
     if args.second_steps is not None:
-        cfg = replace(cfg, second_steps=args.second_steps)
+        cfg = cfg.replace(second_steps=args.second_steps)
     if args.short_side is not None:
-        cfg = replace(cfg, short_side=args.short_side)
+        cfg = cfg.replace(short_side=args.short_side)
     reduced = (cfg.first_steps, cfg.second_steps) != (default.first_steps, default.second_steps)
     do_two = (not slow) if args.two_person is None else args.two_person
     do_two = do_two and faces_ok

@@ -6,7 +6,8 @@ Usage::
     python benchmarks/train.py --full-size DIR --steps 2 # real SD1.5 architecture, random weights
                                                          # (built into DIR if missing: ~10 GB)
 
-The trainer is :class:`easyphoto.train.LoraTrainer` with the default :class:`~easyphoto.config.TrainConfig`
+The trainer is :class:`easyphoto.diffusion.lora_trainer.LoraTrainer` with the default
+:class:`~easyphoto.config.TrainConfig`
 (LoRA rank 128 / alpha 64 on the UNet *and* the text encoder, AdamW, gradient clipping) at
 ``--resolution`` px (512), batch ``--batch-size`` (1), on a synthetic dataset of two images. Device and
 dtype are :class:`~easyphoto.diffusion.ModelCache`'s choice (CUDA float16 with fp16 mixed precision when
@@ -44,7 +45,6 @@ import gc
 import os
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from common import add_model_args, ensure_model, peak_rss_gb
@@ -90,8 +90,8 @@ def run(args: argparse.Namespace, model_dir: Path, label: str) -> dict[str, obje
     import torch.nn.functional as F
 
     from easyphoto.config import ModelConfig, TrainConfig
+    from easyphoto.diffusion.lora_trainer import LoraTrainer
     from easyphoto.diffusion.models import ModelCache
-    from easyphoto.stages.train import LoraTrainer
 
     row: dict[str, object] = {"model": label}
     start = time.perf_counter()
@@ -272,7 +272,7 @@ def run(args: argparse.Namespace, model_dir: Path, label: str) -> dict[str, obje
         trainer.remove_adapters()
         del trainer, acc, unet, te, te_module
         gc.collect()
-        trainer4, _ = new_trainer(replace(cfg, grad_accum=accum))
+        trainer4, _ = new_trainer(cfg.replace(grad_accum=accum))
         per_opt: list[float] = []
         for r in range(args.warmup + accum_steps):
             before = trainer4.global_step

@@ -68,3 +68,7 @@ class UserModelError(EasyPhotoError, ValueError):
         self.file = file
         self.reason = reason
         super().__init__(f"user {user_id!r}: {file}: {reason}")
+
+
+class TrainingInterrupted(EasyPhotoError):
+    """Training was stopped (cancelled or interrupted); its checkpoints allow resuming."""

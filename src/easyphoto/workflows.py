@@ -139,8 +139,8 @@ def prepare_photos(
     should_stop: Callable[[], bool] | None = None,
 ) -> Any:
     """Prepare the photos into ``out`` with progress events; the contact sheet is drawn either way."""
+    from .errors import TrainingInterrupted
     from .stages.prepare import PreparedSet, prepare, write_contact_sheet
-    from .stages.train import TrainingInterrupted
 
     cfg = config or PrepareConfig()
     _emit(on_event, {"type": "stage", "stage": "prepare"})
@@ -212,13 +212,9 @@ def generate_batch(
     raised. ``should_stop`` is checked between templates (:class:`~easyphoto.stages.train.TrainingInterrupted`
     is not used here: a stopped batch raises :class:`BatchStopped` with what it made so far).
     """
-    from .stages.generate import PortraitGenerator
-    from .stages.generate.controls import check_controlnets
-
     cfg = config or GenerateConfig()
-    check_controlnets(cfg)
-    check_users(user_ids, home)
-    gen = generator or PortraitGenerator(model_config=model_config, home=home or easyphoto_home())
+    check_generation(user_ids, cfg, home)
+    gen = generator or portrait_generator(model_config=model_config, home=home)
     out = Path(out_dir)
     result = BatchResult()
     for i, (path, name) in enumerate(templates):
@@ -261,6 +257,25 @@ class BatchStopped(EasyPhotoError):
     def __init__(self, message: str, result: BatchResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+def portrait_generator(
+    cache: Any = None, analyzer: Any = None, *, model_config: Any = None, home: Any = None
+) -> Any:
+    """A :class:`~easyphoto.stages.generate.PortraitGenerator` to keep across batches (loaded models,
+    reference faces of recent users; a retrained user is reloaded when their LoRA file changes)."""
+    from .stages.generate import PortraitGenerator
+
+    return PortraitGenerator(cache, analyzer, model_config=model_config, home=home or easyphoto_home())
+
+
+def check_generation(user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None) -> list[str]:
+    """Everything a generation can be refused for before any work: users (see :func:`check_users`)
+    and ControlNet names; returns the user ids stripped."""
+    from .stages.generate.controls import check_controlnets
+
+    check_controlnets(config)
+    return check_users(user_ids, home)
 
 
 def check_users(user_ids: Sequence[str], home: Path | None = None) -> list[str]:
@@ -319,11 +334,13 @@ def swap(
 __all__ = [
     "BatchResult",
     "BatchStopped",
+    "check_generation",
     "check_users",
     "default_portrait_name",
     "errors_to_exception",
     "generate_batch",
     "prepare_and_train",
+    "portrait_generator",
     "prepare_photos",
     "swap",
     "train",

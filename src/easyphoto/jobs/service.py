@@ -199,12 +199,10 @@ class JobService:
         notes: Sequence[str] = (),
     ) -> Job:
         """Validate user ids (trained), settings and templates, store the templates, queue a generation."""
-        from ..stages.generate.controls import check_controlnets
-        from ..workflows import check_users
+        from ..workflows import check_generation
 
-        ids = check_users(user_ids, self.home)
         gcfg = effective_config("generate", generate)
-        check_controlnets(gcfg)
+        ids = check_generation(user_ids, gcfg, self.home)
         uploads = list(templates)
         for name in library_templates:
             uploads.append(Upload(name=name, data=self.template_path(name).read_bytes()))

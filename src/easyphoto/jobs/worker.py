@@ -104,9 +104,9 @@ class Worker:
     @property
     def generator(self) -> Any:
         if self._generator is None:
-            from ..stages.generate import PortraitGenerator
+            from ..workflows import portrait_generator
 
-            self._generator = PortraitGenerator(self.cache, self.analyzer, home=self.home)
+            self._generator = portrait_generator(self.cache, self.analyzer, home=self.home)
         return self._generator
 
     # ------------------------------------------------------------------ loop
@@ -156,7 +156,7 @@ class Worker:
                 self._clean_models()
 
     def _record_failure(self, job: Job, exc: BaseException) -> None:
-        from ..stages.train import TrainingInterrupted
+        from ..errors import TrainingInterrupted
         from ..workflows import BatchStopped
 
         resumable = job.kind == "train" and has_checkpoint(job.user_id, self.home)
@@ -213,8 +213,6 @@ class Worker:
             should_stop=lambda: self.should_stop(job.id),
             resume=resume,
         )
-        if self._generator is not None:
-            self._generator._users.pop(user_id, None)  # a retrained user's assets must reload
         face = user_dir(user_id, self.home) / FACE_ID_FILE
         if face.is_file():
             copy_atomic(face, files / FACE_ID_FILE)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ...config import ModelConfig, TrainConfig, easyphoto_home
-from ...errors import ConfigError, EasyPhotoError, UserModelError
+from ...errors import ConfigError, EasyPhotoError, TrainingInterrupted, UserModelError
 from ...imageio import save_png
 from ...store import atomic_path, user_lock, validate_user_id
 from ...users import (
@@ -57,10 +57,6 @@ from .selection import (
 log = logging.getLogger("easyphoto.train")
 
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-class TrainingInterrupted(EasyPhotoError):
-    """Training was stopped (cancelled or interrupted); its checkpoints allow ``resume=True``."""
 
 
 # ----------------------------------------------------------------------------------------------- data
