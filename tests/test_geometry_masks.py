@@ -143,9 +143,6 @@ def test_face_frame_mirror_and_foreheads(astro_crop) -> None:
     assert 0.5 * frame.width < frame.height < 1.5 * frame.width and 0 < frame.eye_mouth < frame.height
     eyes = 0.5 * (lm[L.RIGHT_EYE].mean(axis=0) + lm[L.LEFT_EYE].mean(axis=0))
     np.testing.assert_allclose(frame.eye_mid, eyes)
-    right, up, width, height = M.face_frame(lm)  # the tuple form kept for older callers
-    assert np.array_equal(right, frame.right) and np.array_equal(up, frame.up)
-    assert (width, height) == (frame.width, frame.height)
     # The frame turns and scales with the face.
     turned = L.face_frame(G.transform_points(G.similarity_matrix(30.0, 2.0), lm, np.float64))
     np.testing.assert_allclose(turned.right, [math.cos(math.pi / 6), math.sin(math.pi / 6)], atol=0.01)

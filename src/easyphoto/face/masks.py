@@ -32,7 +32,7 @@ from .landmarks import (
     RIGHT_EYE,
     forehead_points,
 )
-from .landmarks import face_frame as _frame
+from .landmarks import face_frame
 from .landmarks import landmarks_of as _lm
 
 FACE_PARTS: dict[str, list[int]] = {
@@ -48,16 +48,6 @@ FACE_PARTS: dict[str, list[int]] = {
 
 def _hw(shape: Sequence[int]) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
-
-
-def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """``(right, up, width, height)`` of :func:`easyphoto.face.landmarks.face_frame`, as a tuple.
-
-    Kept for existing callers; new code should use the :class:`~easyphoto.face.landmarks.FaceFrame`
-    that ``landmarks.face_frame`` returns (it also has the eye midpoint and eye-to-mouth height).
-    """
-    frame = _frame(landmarks)
-    return frame.right, frame.up, frame.width, frame.height
 
 
 def polygon_mask(points: np.ndarray, shape: Sequence[int], *, convex: bool = True) -> np.ndarray:
@@ -113,7 +103,7 @@ def feature_mask(
     for idx in groups:
         mask |= polygon_mask(lm[idx], (h, w))
     if grow:
-        mask = grow_mask(mask, grow * _frame(lm).width)
+        mask = grow_mask(mask, grow * face_frame(lm).width)
     return mask
 
 
@@ -131,7 +121,7 @@ def skin_mask(
     hull is shrunk by ``shrink`` × face width so the jaw line and hair edge stay out.
     """
     lm = _lm(landmarks)
-    width = _frame(lm).width
+    width = face_frame(lm).width
     hull = face_hull_mask(lm, shape, forehead=forehead, forehead_height=0.4)
     if shrink:
         hull = grow_mask(hull, -shrink * width)
@@ -224,7 +214,7 @@ def head_prior(
     import cv2
 
     lm = _lm(landmarks)
-    frame = _frame(lm)
+    frame = face_frame(lm)
     right, up, width, height = frame.right, frame.up, frame.width, frame.height
     h, w = _hw(shape)
     chin = lm[CHIN]
@@ -347,7 +337,7 @@ def head_mask(
 
     lm = _lm(landmarks)
     h, w = image.shape[:2]
-    frame = _frame(lm)
+    frame = face_frame(lm)
     up, width, height = frame.up, frame.width, frame.height
     face = face_hull_mask(lm, (h, w), forehead=True, forehead_height=0.35)
     if not refine:
@@ -408,7 +398,6 @@ def whiten_background(
 __all__ = [
     "FACE_PARTS",
     "composite",
-    "face_frame",
     "face_hull_mask",
     "feather",
     "feature_mask",

@@ -68,19 +68,21 @@ def _hard(mask: np.ndarray) -> np.ndarray:
 
 def inpaint_mask(landmarks: np.ndarray, shape: tuple[int, ...], grow: float) -> np.ndarray:
     """The face region the first pass repaints: hull with forehead, grown by ``grow`` × face width."""
-    from ...face.masks import face_frame, face_hull_mask, grow_mask
+    from ...face.landmarks import face_frame
+    from ...face.masks import face_hull_mask, grow_mask
 
     hull = face_hull_mask(landmarks, shape, forehead=True)
-    _, _, width, _ = face_frame(landmarks)
+    width = face_frame(landmarks).width
     return grow_mask(hull, grow * width)
 
 
 def refine_mask(landmarks: np.ndarray, shape: tuple[int, ...], ring: float) -> np.ndarray:
     """The second pass's mask: a ring along the face edge plus the eyes and mouth."""
-    from ...face.masks import face_frame, face_hull_mask, feature_mask, grow_mask
+    from ...face.landmarks import face_frame
+    from ...face.masks import face_hull_mask, feature_mask, grow_mask
 
     hull = face_hull_mask(landmarks, shape, forehead=True)
-    _, _, width, _ = face_frame(landmarks)
+    width = face_frame(landmarks).width
     px = ring * width
     band = np.where((grow_mask(hull, px) > 0) & (grow_mask(hull, -px) == 0), 255, 0).astype(np.uint8)
     features = feature_mask(landmarks, shape, parts=("eyes", "mouth"), grow=0.06)

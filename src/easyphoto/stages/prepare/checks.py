@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...face.geometry import Box, align_face, int_box
-from ...face.masks import face_frame, forehead_points
+from ...face.landmarks import face_frame, forehead_points
 
 #: Side of the grey face patch the blur measure runs on (the minimum face size: always a downscale).
 SHARPNESS_SIZE = 128
@@ -73,7 +73,8 @@ def frontalness(landmarks: np.ndarray) -> float:
     """1 for a frontal face, towards 0 as it turns sideways: where the nose tip sits between the jaw
     ends (points 0 and 16), measured along the eye line."""
     lm = np.asarray(landmarks, dtype=np.float64)
-    right, _, width, _ = face_frame(lm)
+    frame = face_frame(lm)
+    right, width = frame.right, frame.width
     r = float(np.dot(lm[30] - lm[0], right)) / width
     return float(np.clip(1.0 - 2.0 * abs(r - 0.5), 0.0, 1.0))
 
