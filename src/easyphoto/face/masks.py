@@ -30,9 +30,9 @@ from .landmarks import (
     MOUTH,
     RIGHT_BROW,
     RIGHT_EYE,
+    face_frame,
     forehead_points,
 )
-from .landmarks import face_frame
 from .landmarks import landmarks_of as _lm
 
 FACE_PARTS: dict[str, list[int]] = {
