@@ -51,3 +51,11 @@ def png_bytes(w: int = 64, h: int = 64, value: int = 128) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def tiny_cache(seed: int = 0) -> Any:
+    """A :class:`ModelCache` over tiny random components built in memory (no model folder)."""
+    from easyphoto.diffusion.models import ModelCache
+    from easyphoto.diffusion.tiny import tiny_components
+
+    return ModelCache.from_components(tiny_components(seed))

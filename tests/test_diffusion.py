@@ -490,3 +490,18 @@ def test_tiny_model_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (other / "notes.txt").write_text("x")
     with pytest.raises(ConfigError, match="not empty"):
         tiny_model_command(other, full_size=False, seed=0)
+
+
+def test_in_memory_components_match_the_model_folder(tiny_model_dir) -> None:
+    """``tiny_components`` (in memory, like diffusers' dummy components) is the folder's model exactly."""
+    mem = helpers.tiny_cache(0)
+    disk = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu")
+    assert mem.loads == 0
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(mem, name).state_dict(), getattr(disk, name).state_dict()
+        assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    for net in ("canny", "tile"):
+        ours, theirs = mem.controlnet(net).state_dict(), disk.controlnet(net).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), net
+    assert mem.load_count["controlnet:canny"] == 0
+    np.testing.assert_array_equal(_txt2img(helpers.txt2img(mem), 5), _txt2img(helpers.txt2img(disk), 5))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,15 +111,12 @@ def test_failed_jobs_leave_the_shared_cache_clean(
     assert len(job.result["images"]) == 1 and job.result["images"][0]["scores"][0]["user_id"] == "alice"
 
 
-def test_reset_removes_a_foreign_adapter_and_training_mode(tiny_model_dir: Path) -> None:
+def test_reset_removes_a_foreign_adapter_and_training_mode() -> None:
     """What a crashed job could leave behind is undone by ModelCache.reset (and reported)."""
     import torch
     from peft import LoraConfig
 
-    from easyphoto.config import ModelConfig
-    from easyphoto.diffusion.models import ModelCache
-
-    cache = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu")
+    cache = helpers.tiny_cache()
     torch.manual_seed(0)
     sample, states = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
 

@@ -95,6 +95,31 @@ class ModelCache:
         #: Whether the LCM-LoRA is active (:meth:`set_fast`).
         self.fast = False
 
+    @classmethod
+    def from_components(
+        cls,
+        components: dict[str, Any],
+        *,
+        config: ModelConfig | None = None,
+        device: str | None = "cpu",
+        dtype: str | None = None,
+    ) -> ModelCache:
+        """A cache over modules already in memory (``unet``, ``vae``, ``text_encoder``, ``tokenizer``,
+        ``scheduler``, and optionally ``controlnets``: ``{name: ControlNetModel}``), like diffusers'
+        dummy components in its own tests: nothing is read from disk. :func:`easyphoto.diffusion.tiny.
+        tiny_components` builds a tiny random set."""
+        cache = cls(config or ModelConfig(base_model="<in memory>"), device=device, dtype=dtype)
+        parts = {k: components[k] for k in ("unet", "vae", "text_encoder", "tokenizer")}
+        for name in ("unet", "vae", "text_encoder"):
+            parts[name].requires_grad_(False)
+            parts[name].eval()
+            parts[name].to(cache.device, cache.dtype)
+        cache._scheduler_config = dict(components["scheduler"].config)
+        cache._base = parts
+        for name, net in (components.get("controlnets") or {}).items():
+            cache._controlnets[name] = net.to(cache.device, cache.dtype).eval()
+        return cache
+
     # ------------------------------------------------------------------ sources
     @property
     def loads(self) -> int:

@@ -12,6 +12,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from easyphoto.config import TRIGGER_CAPTION
 
@@ -213,6 +214,43 @@ def randomize_zero_convs(controlnet, generator, std: float = 0.05) -> None:
                 module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * std)
 
 
+def tiny_components(seed: int = 0) -> dict[str, Any]:
+    """A tiny random SD1.5 set in memory: ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``
+    and ``controlnets`` (the four nets), for :meth:`~easyphoto.diffusion.models.ModelCache.from_components`
+    (only the tokenizer's two small vocabulary files pass through a temporary folder)."""
+    import tempfile
+
+    import torch
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_size = write_tiny_tokenizer(tmp)
+        tokenizer = CLIPTokenizer.from_pretrained(tmp)
+    torch.manual_seed(seed)
+    parts = _components(False, vocab_size)
+    parts["tokenizer"] = tokenizer
+    parts["controlnets"] = {
+        name: _controlnet(parts["unet"], seed, i, False) for i, name in enumerate(CONTROLNET_NAMES)
+    }
+    return parts
+
+
+def _controlnet(unet: Any, seed: int, index: int, full_size: bool) -> Any:
+    """A ControlNet made from ``unet`` with random conditioning and output convs (so it has an effect)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    gen = torch.Generator().manual_seed(seed * 1000 + index + 1)
+    cond_channels = (16, 32, 96, 256) if full_size else (16, 16, 32, 32)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=cond_channels)
+    # Different random conditioning embeddings make the four nets differ from each other.
+    with torch.no_grad():
+        for p in net.controlnet_cond_embedding.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.1 if p.ndim > 1 else 0.01))
+    randomize_zero_convs(net, gen, std=0.02 if full_size else 0.05)
+    return net
+
+
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, full_size: bool = False) -> Path:
     """Build a random SD1.5-architecture diffusers folder with four ControlNets, fully offline.
 
@@ -224,7 +262,7 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, full_size: bool = Fa
     (fp32) and a few minutes; meant for benchmarks only. ``seed`` makes the weights reproducible.
     """
     import torch
-    from diffusers import ControlNetModel, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     out = Path(out_dir)
@@ -246,15 +284,8 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, full_size: bool = Fa
     )
     pipe.save_pretrained(out, safe_serialization=True)
 
-    cond_channels = (16, 32, 96, 256) if full_size else (16, 16, 32, 32)
     for i, name in enumerate(CONTROLNET_NAMES):
-        gen = torch.Generator().manual_seed(seed * 1000 + i + 1)
-        net = ControlNetModel.from_unet(parts["unet"], conditioning_embedding_out_channels=cond_channels)
-        # Different random conditioning embeddings make the four nets differ from each other.
-        with torch.no_grad():
-            for p in net.controlnet_cond_embedding.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * (0.1 if p.ndim > 1 else 0.01))
-        randomize_zero_convs(net, gen, std=0.02 if full_size else 0.05)
+        net = _controlnet(parts["unet"], seed, i, full_size)
         net.save_pretrained(out / "controlnet" / name, safe_serialization=True)
         del net
     return out
@@ -265,6 +296,7 @@ __all__ = [
     "SD15_SCHEDULER",
     "build_tiny_model",
     "build_tiny_vocab",
+    "tiny_components",
     "randomize_zero_convs",
     "write_tiny_tokenizer",
 ]
