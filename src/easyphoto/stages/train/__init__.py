@@ -116,18 +116,12 @@ def train(
     dataset: str | Path | Any,
     config: TrainConfig | None = None,
     *,
-    model_config: ModelConfig | None = None,
-    cache: Any = None,
-    on_event: EventCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    resume: bool = False,
-    analyzer: Any = None,
     home: Path | None = None,
-    extra_validation: ExtraValidation | None = None,
+    **options: Any,
 ) -> TrainResult:
     """Train the face LoRA of ``user_id`` and write the user model.
 
-    Args:
+    Args (the keyword options are :func:`train_locked`'s):
         user_id: folder-safe id (see :func:`easyphoto.store.validate_user_id`).
         dataset: a prepared dataset folder, or a ``PreparedSet`` (anything with a ``dataset_dir``).
         config: training settings (:class:`TrainConfig`, EasyPhoto's defaults).
@@ -151,11 +145,7 @@ def train(
     validate_user_id(user_id)
     home = home or easyphoto_home()
     with user_lock(user_id, home, what="training"):
-        return train_locked(
-            user_id, dataset, config, model_config=model_config, cache=cache, on_event=on_event,
-            should_stop=should_stop, resume=resume, analyzer=analyzer, home=home,
-            extra_validation=extra_validation,
-        )  # fmt: skip
+        return train_locked(user_id, dataset, config, home=home, **options)
 
 
 def train_locked(
