@@ -190,11 +190,36 @@ def test_interrupted_training_resumes_and_leaves_no_half_model(
     state = json.loads((work_dir("bob", tmp_path) / "state.json").read_text())
     assert state["step"] == 2
 
+    # A fresh start that cannot work (no dataset there) fails before it touches the interrupted run.
+    with pytest.raises(ConfigError, match="not a prepared dataset"):
+        train(
+            "bob",
+            tmp_path / "nowhere",
+            cfg,
+            model_config=ModelConfig(base_model=str(tiny_model_dir)),
+            home=tmp_path,
+        )
+    assert json.loads((work_dir("bob", tmp_path) / "state.json").read_text()) == state
+    # A damaged checkpoint is one clear error that offers a fresh start (and is left as it was).
+    weights = work_dir("bob", tmp_path) / "resume.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ConfigError, match="checkpoint of user 'bob' cannot be read.*fresh training"):
+        train(
+            "bob",
+            dataset,
+            cfg,
+            model_config=ModelConfig(base_model=str(tiny_model_dir)),
+            resume=True,
+            home=tmp_path,
+        )
+    weights.write_bytes(good)
+
     resumed: list[dict] = []
     result = train(
         "bob",
         dataset,
-        cfg,
+        cfg.replace(grad_accum=1, learning_rate=0.5),  # ignored: a resume continues with the run's settings
         model_config=ModelConfig(base_model=str(tiny_model_dir)),
         on_event=resumed.append,
         resume=True,
@@ -204,6 +229,8 @@ def test_interrupted_training_resumes_and_leaves_no_half_model(
     assert [e["step"] for e in resumed if e["type"] == "step"] == [3, 4, 5, 6]
     assert result.steps == 6 and result.lora_path.is_file()
     assert [v.step for v in result.validations] == [2, 4, 6]  # the pre-interruption validation is kept
+    assert result.meta["config"]["grad_accum"] == cfg.grad_accum
+    assert result.meta["config"]["learning_rate"] == cfg.learning_rate
 
 
 def test_resume_without_checkpoint_is_a_clear_error(

@@ -198,10 +198,15 @@ class _Run:
     def execute(
         self, ds_dir: Path, resume: bool, model_config: Any, cache: Any, analyzer: Any
     ) -> TrainResult:
-        saved = self._open_work_dir(resume)
-        handler = _file_logger(self.wdir / TRAIN_LOG)
+        handler = None
         try:
+            saved = self._resume_state(resume)
             self._start(ds_dir, saved, model_config, cache, analyzer)
+            # Only now, with data, models and settings known to work, may a fresh run replace an
+            # interrupted run's checkpoints: a failed start never destroys resumable state.
+            self._open_work_dir(fresh=saved is None)
+            handler = _file_logger(self.wdir / TRAIN_LOG)
+            self._announce()
             self._loop()
             result = self._finish()
             log.removeHandler(handler)
@@ -216,28 +221,32 @@ class _Run:
         finally:
             if self.trainer is not None:
                 self.trainer.remove_adapters()
-            if handler in log.handlers:
+            if handler is not None and handler in log.handlers:
                 log.removeHandler(handler)
                 handler.close()
 
-    def _open_work_dir(self, resume: bool) -> TrainingState | None:
-        """The resume state (``None`` for a fresh run, whose old work folder is cleared)."""
-        saved = None
-        if resume:
-            try:
-                saved = TrainingState.load(self.user_id, self.home)
-            except UserModelError as exc:
-                raise ConfigError(f"nothing to resume for user {self.user_id!r}: {exc.reason}") from None
-            self.cfg = _restored_config(self.cfg, saved)
-        elif self.wdir.exists():
+    def _resume_state(self, resume: bool) -> TrainingState | None:
+        """The interrupted run's state and settings (``None`` for a fresh run). Writes nothing."""
+        if not resume:
+            return None
+        try:
+            saved = TrainingState.load(self.user_id, self.home)
+        except UserModelError as exc:
+            raise ConfigError(f"nothing to resume for user {self.user_id!r}: {exc.reason}") from None
+        self.cfg = _restored_config(self.cfg, saved)
+        return saved
+
+    def _open_work_dir(self, fresh: bool) -> None:
+        """The work folder; a fresh run clears what an earlier run left there."""
+        if fresh and self.wdir.exists():
             shutil.rmtree(self.wdir)
         (self.wdir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         (self.wdir / VALIDATION_DIR).mkdir(parents=True, exist_ok=True)
-        return saved
 
     def _start(
         self, ds_dir: Path, saved: TrainingState | None, model_config: Any, cache: Any, analyzer: Any
     ) -> None:
+        """Data, models, the extra validation and the trainer; raises before anything is written."""
         from ...diffusion.lora_trainer import LoraTrainer
         from ...diffusion.models import ModelCache
         from ...face.analyzer import FaceAnalyzer
@@ -251,7 +260,11 @@ class _Run:
         self.trainer = LoraTrainer(self.cache, self.data, self.cfg)
         if saved is not None:
             self._restore(saved)
+
+    def _announce(self) -> None:
         cfg = self.cfg
+        if self.start_step:
+            log.info("resuming %s from step %d of %d", self.user_id, self.start_step, self.max_steps)
         log.info(
             "training %s on %d photos from %s: %d steps, rank %d, alpha %s, device %s",
             self.user_id, len(self.data), self.data.source, self.max_steps, cfg.rank, cfg.alpha,
@@ -275,7 +288,7 @@ class _Run:
             opt_path = self.wdir / OPTIMIZER_FILE
             if opt_path.is_file():
                 trainer.optimizer.load_state_dict(torch.load(opt_path, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        except Exception as exc:  # safetensors, torch and peft each raise their own kinds
             raise ConfigError(
                 f"the checkpoint of user {self.user_id!r} cannot be read ({type(exc).__name__}); "
                 "start a fresh training instead of resuming"
@@ -284,7 +297,6 @@ class _Run:
         trainer.rng = np.random.default_rng(self.cfg.seed + saved.step)
         trainer.generator.manual_seed(self.cfg.seed + saved.step)
         self.validations = [ValidationResult(**v) for v in saved.validations]
-        log.info("resuming %s from step %d of %d", self.user_id, saved.step, self.max_steps)
 
     def _loop(self) -> None:
         trainer, cfg, stop = self.trainer, self.cfg, self.should_stop
