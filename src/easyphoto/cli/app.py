@@ -102,7 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="easyphoto", standalone_mode=True)
+        result = app(args=args, prog_name="easyphoto", standalone_mode=False)
+    except typer.Abort:
+        echo_error("interrupted")
+        return 130
+    except typer.exceptions.TyperException as exc:  # bad flag, bad value, unknown command: one line
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        echo_error(message + where)
+        return int(getattr(exc, "exit_code", EXIT_BAD_INPUT) or EXIT_BAD_INPUT)
     except SystemExit as exc:
         code = exc.code
         if code is None:
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         echo_error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 __all__ = [

@@ -15,7 +15,7 @@ HostOpt = Annotated[
     str,
     typer.Option(help="Address to listen on. Anything but loopback needs EASYPHOTO_API_TOKEN."),
 ]
-PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on (1-65535).")]
 NoUiOpt = Annotated[bool, typer.Option("--no-ui", help="Serve the API only (no Gradio UI).")]
 ShareOpt = Annotated[
     bool, typer.Option("--share", help="Also open a public Gradio share link (needs EASYPHOTO_API_TOKEN).")
@@ -51,7 +51,26 @@ def _run(
     if lang and lang not in ("auto", "en", "zh-CN"):
         raise typer.BadParameter("use auto, en or zh-CN", param_hint="--lang")
     settings = ServerSettings.from_env(workers=workers, ui_lang=lang, ui=not no_ui)
+    check_listen(host, port)
     run_server(host, port, ui=not no_ui, share=share, open_browser=open_browser, settings=settings)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address this machine cannot listen on (unknown name, in use, no permission)."""
+    import socket
+
+    from ..errors import ConfigError
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {host!r}: not an address of this machine ({exc})") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @app.command("serve")
