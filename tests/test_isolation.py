@@ -96,6 +96,9 @@ def test_failed_jobs_leave_the_shared_cache_clean(
             assert "use_8bit_adam needs a CUDA GPU" in job.error
         else:
             assert "injected" in job.error, (name, job.error)
+        folder = worker.store.job_dir(job.id)  # a failed start keeps the photos (to retry), nothing else
+        assert (folder / "inputs").is_dir() and not (folder / "dataset").exists(), name
+        assert not (tmp_path / "work" / "alice").exists(), name
         cache = worker.cache
         # Clean after every failure: no training adapter, no grads, eval mode, no checkpointing.
         for part in (cache.unet, cache.text_encoder):
@@ -108,6 +111,11 @@ def test_failed_jobs_leave_the_shared_cache_clean(
     assert job.state == SUCCEEDED, job.error
     job = run(service.submit_generate(["alice"], [photo], (), GENERATE))
     assert job.state == SUCCEEDED, job.error
+    with monkeypatch.context() as mp:  # a generation that fails keeps nothing but its log
+        mp.setattr("easyphoto.diffusion.inpaint.controlnet_inpaint", _raise("injected: diffusion"))
+        failed = run(service.submit_generate(["alice"], [photo], (), GENERATE))
+    assert failed.state == FAILED and "injected: diffusion" in failed.error
+    assert not (worker.store.job_dir(failed.id) / "inputs").exists()
     assert len(job.result["images"]) == 1 and job.result["images"][0]["scores"][0]["user_id"] == "alice"
 
 

@@ -233,3 +233,23 @@ def test_log_tail(tmp_path: Path) -> None:
     assert log_tail(path) == ""
     path.write_text("".join(f"line {i}\n" for i in range(100)))
     assert log_tail(path, 3) == "line 97\nline 98\nline 99"
+
+
+def test_purge_deletes_old_finished_jobs_only(tmp_path: Path) -> None:
+    import time
+
+    store = JobStore(tmp_path)
+    old_done, running, queued = _submit(store), _submit(store, user="b"), _submit(store, user="c")
+    store.claim_next(1)  # old_done runs …
+    store.finish(old_done, 1, SUCCEEDED, result={})
+    store.claim_next(2)  # running stays running
+    orphan = tmp_path / "jobs" / "0123456789abcdef"
+    orphan.mkdir()
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    assert store.purge(time.time() - 3600) == []  # finished a moment ago: kept
+    assert store.purge(time.time() + 1) == [old_done]
+    assert not store.job_dir(old_done).exists() and not orphan.exists()
+    with pytest.raises(JobNotFoundError):
+        store.get(old_done)
+    assert store.get(running).state == RUNNING and store.get(queued).state == QUEUED
+    assert store.job_dir(running).exists() and store.job_dir(queued).exists()

@@ -530,6 +530,14 @@ class ServerSettings(_Validated, BaseSettings):
         validation_alias=_env("ui_lang", "EASYPHOTO_UI_LANG"),
         description="UI language: the browser's, en or zh-CN (EASYPHOTO_UI_LANG).",
     )
+    job_retention_days: float = Field(
+        30,
+        ge=0,
+        le=36500,
+        validation_alias=_env("job_retention_days", "EASYPHOTO_JOB_RETENTION_DAYS"),
+        description="Finished jobs (their uploads, portraits and logs) are deleted after this many days; "
+        "0 keeps them (EASYPHOTO_JOB_RETENTION_DAYS).",
+    )
     compat_timeout_s: float = Field(
         6 * 3600.0, gt=0, description="How long EasyPhoto-compatible endpoints wait for their job, s."
     )

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -455,6 +456,28 @@ class JobStore:
             .fetchone()
         )
         return int(row["n"])
+
+    def purge(self, finished_before: float) -> list[str]:
+        """Delete the jobs that finished before ``finished_before`` (epoch seconds): their rows, events
+        and folders (inputs, outputs, log). Queued and running jobs are never touched. Returns the ids."""
+        with self._tx(immediate=True) as db:
+            marks = ",".join("?" for _ in FINISHED)
+            rows = db.execute(
+                f"SELECT id FROM jobs WHERE state IN ({marks}) AND finished IS NOT NULL AND finished < ?",
+                (*FINISHED, finished_before),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            for job_id in ids:
+                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        for job_id in ids:  # after the commit: a crash here leaves only an orphan folder, swept next time
+            shutil.rmtree(self.jobs_root / job_id, ignore_errors=True)
+        known = {r["id"] for r in self._conn().execute("SELECT id FROM jobs").fetchall()}
+        for folder in self.jobs_root.iterdir():
+            orphan = _JOB_ID_RE.match(folder.name) and folder.name not in known and folder.is_dir()
+            if orphan and time.time() - folder.stat().st_mtime > 3600:  # not one being submitted now
+                shutil.rmtree(folder, ignore_errors=True)
+        return ids
 
     def state_counts(self) -> dict[str, int]:
         """Number of jobs per state."""

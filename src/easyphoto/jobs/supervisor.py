@@ -33,11 +33,14 @@ class WorkerSupervisor:
     Used by the server: ``start()`` marks every job still ``running`` from a previous server as
     interrupted (nothing runs them any more), then spawns ``workers`` processes
     (``python -m easyphoto.jobs worker``). ``stop()`` asks them to stop (SIGTERM: a training saves a
-    checkpoint and becomes resumable) and kills them after ``grace_s``.
+    checkpoint and becomes resumable) and kills them after ``grace_s``. Every ``purge_every_s`` (and at
+    start) the jobs that finished more than ``retention_days`` ago are deleted (0: never).
     """
 
     home: Path
     workers: int = 1
+    retention_days: float = 0.0
+    purge_every_s: float = 6 * 3600.0
     env: dict[str, str] | None = None
     grace_s: float = 20.0
     restart_delay_s: float = 1.0
@@ -69,15 +72,29 @@ class WorkerSupervisor:
             log.warning(
                 "marked %d job(s) from a previous run as interrupted: %s", len(stale), ", ".join(stale)
             )
+        self.purge(store)
         self.procs = [self._spawn() for _ in range(max(1, self.workers))]
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, name="easyphoto-worker-watch", daemon=True)
         self._thread.start()
 
+    def purge(self, store: JobStore) -> list[str]:
+        """Delete the jobs past their retention (none when ``retention_days`` is 0)."""
+        if self.retention_days <= 0:
+            return []
+        ids = store.purge(time.time() - self.retention_days * 86400)
+        if ids:
+            log.info("deleted %d job(s) older than %g days", len(ids), self.retention_days)
+        return ids
+
     def _watch(self) -> None:
         store = JobStore(self.home)
         failures = 0
+        last_purge = time.monotonic()
         while not self._stop.wait(0.5):
+            if time.monotonic() - last_purge > self.purge_every_s:
+                last_purge = time.monotonic()
+                self.purge(store)
             for i, proc in enumerate(list(self.procs)):
                 code = proc.poll()
                 if code is None or self._stop.is_set():

@@ -21,7 +21,7 @@ from typing import Any
 from ..config import ModelConfig, easyphoto_home
 from ..errors import EasyPhotoError
 from ..store import atomic_path, user_dir, validate_user_id
-from ..users import FACE_ID_FILE, has_checkpoint
+from ..users import FACE_ID_FILE, has_checkpoint, work_dir
 from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, Job, JobStore
 
 log = logging.getLogger("easyphoto.jobs")
@@ -160,9 +160,9 @@ class Worker:
         from ..workflows import BatchStopped
 
         resumable = job.kind == "train" and has_checkpoint(job.user_id, self.home)
-        if isinstance(exc, (TrainingInterrupted, JobCancelled, BatchStopped)) or not isinstance(
-            exc, Exception
-        ):
+        self._clean_after_failure(job, resumable)
+        stopped = isinstance(exc, (TrainingInterrupted, JobCancelled, BatchStopped))
+        if stopped or not isinstance(exc, Exception):
             state = CANCELLED if self.store.cancel_requested(job.id) else INTERRUPTED
             msg = "cancelled" if state == CANCELLED else f"interrupted: {exc}"
             if job.kind == "train" and resumable:
@@ -176,6 +176,19 @@ class Worker:
             log.exception("job %s failed with an unexpected error", job.id, exc_info=exc)
             msg = f"internal error: {type(exc).__name__}: {exc} (details in the job log)"
             self.store.finish(job.id, self.pid, FAILED, error=msg, resumable=resumable)
+
+    def _clean_after_failure(self, job: Job, resumable: bool) -> None:
+        """A job that ended without a result keeps only what a retry needs: a training its uploaded
+        photos (and its checkpoints when it can resume), a generation nothing but its log."""
+        folder = self.store.job_dir(job.id)
+        if job.kind == "generate":
+            shutil.rmtree(folder / "inputs", ignore_errors=True)
+        elif (
+            not resumable
+        ):  # a resume trains on the prepared set; without a checkpoint a retry prepares again
+            shutil.rmtree(folder / "dataset", ignore_errors=True)
+            if job.user_id:
+                shutil.rmtree(work_dir(job.user_id, self.home), ignore_errors=True)
 
     def _clean_models(self) -> None:
         """The shared cache back to its clean state, whatever the job left on it."""

@@ -37,7 +37,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     settings = settings or ServerSettings()
     service = JobService(settings.home, Limits.from_settings(settings))
-    supervisor = WorkerSupervisor(settings.home, workers=settings.workers) if settings.start_workers else None
+    supervisor = (
+        WorkerSupervisor(settings.home, workers=settings.workers, retention_days=settings.job_retention_days)
+        if settings.start_workers
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
