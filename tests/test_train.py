@@ -201,7 +201,8 @@ def test_interrupted_training_resumes_and_leaves_no_half_model(
         )
     assert json.loads((work_dir("bob", tmp_path) / "state.json").read_text()) == state
     # A damaged checkpoint is one clear error that offers a fresh start (and is left as it was).
-    weights = work_dir("bob", tmp_path) / "resume.safetensors"
+    weights = work_dir("bob", tmp_path) / state["resume_file"]
+    assert state["resume_file"] == "resume-step-00002.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])
     with pytest.raises(ConfigError, match="checkpoint of user 'bob' cannot be read.*fresh training"):

@@ -53,8 +53,8 @@ PUBLIC_FILES = (LORA_FILE, FACE_ID_FILE, REF_FILE)
 
 # The work folder of an unfinished training.
 STATE_FILE = "state.json"
-RESUME_FILE = "resume.safetensors"
-OPTIMIZER_FILE = "optimizer.pt"
+RESUME_FILE = "resume.safetensors"  # resume-step-NNNNN.safetensors since checkpoints are per step
+OPTIMIZER_FILE = "optimizer.pt"  # optimizer-step-NNNNN.pt likewise
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -312,13 +312,20 @@ def work_dir(user_id: str, home: Path | None = None) -> Path:
 
 @dataclass
 class TrainingState:
-    """The resumable state of an unfinished training (``work/<id>/state.json``)."""
+    """The resumable state of an unfinished training (``work/<id>/state.json``).
+
+    A checkpoint is committed by writing ``state.json`` last: the adapter weights and optimizer state
+    it names (``resume_file``, ``optimizer_file``, one pair per step) are already on disk, so a crash at
+    any moment leaves a state whose files all belong to the same step.
+    """
 
     step: int
     max_steps: int
     config: dict[str, Any]
     validations: list[dict[str, Any]]
     dataset: str
+    resume_file: str = RESUME_FILE
+    optimizer_file: str = OPTIMIZER_FILE
 
     @classmethod
     def load(cls, user_id: str, home: Path | None = None) -> TrainingState:
@@ -326,13 +333,16 @@ class TrainingState:
         path = work_dir(user_id, home) / STATE_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
+            state = cls(
                 step=int(data["step"]),
                 max_steps=int(data["max_steps"]),
                 config=dict(data.get("config") or {}),
                 validations=list(data.get("validations") or []),
                 dataset=str(data.get("dataset") or ""),
+                resume_file=Path(str(data.get("resume_file") or RESUME_FILE)).name,
+                optimizer_file=Path(str(data.get("optimizer_file") or OPTIMIZER_FILE)).name,
             )
+            return state
         except FileNotFoundError:
             raise UserModelError(user_id, f"work/{STATE_FILE}", "no interrupted training to resume") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:

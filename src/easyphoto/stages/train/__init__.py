@@ -35,8 +35,6 @@ from ...imageio import save_png
 from ...store import atomic_path, user_lock, validate_user_id
 from ...users import (
     CHECKPOINTS_DIR,
-    OPTIMIZER_FILE,
-    RESUME_FILE,
     TRAIN_LOG,
     VALIDATION_DIR,
     TrainingState,
@@ -284,8 +282,8 @@ class _Run:
 
         trainer = self.trainer
         try:
-            trainer.load_peft_state(load_file(str(self.wdir / RESUME_FILE)))
-            opt_path = self.wdir / OPTIMIZER_FILE
+            trainer.load_peft_state(load_file(str(self.wdir / saved.resume_file)))
+            opt_path = self.wdir / saved.optimizer_file
             if opt_path.is_file():
                 trainer.optimizer.load_state_dict(torch.load(opt_path, map_location="cpu", weights_only=True))
         except Exception as exc:  # safetensors, torch and peft each raise their own kinds
@@ -359,16 +357,19 @@ class _Run:
         _emit(self.on_event, event | {"images": [str(folder / n) for n in names]})
 
     def _checkpoint(self, step: int) -> None:
-        """Weights, adapters, optimizer and state, each written atomically (temp file + rename)."""
+        """Save a resumable checkpoint: every file atomically (temp + fsync + rename), ``state.json``
+        last. The adapters and optimizer state are per step, so until the new ``state.json`` is in
+        place the previous one still names files of its own step; older pairs are deleted after."""
         import torch
         from safetensors.torch import save_file
 
-        trainer = self.trainer
-        with atomic_path(self.wdir / CHECKPOINTS_DIR / f"step-{step:05d}.safetensors") as tmp:
+        trainer, wdir = self.trainer, self.wdir
+        resume, optimizer = f"resume-step-{step:05d}.safetensors", f"optimizer-step-{step:05d}.pt"
+        with atomic_path(wdir / CHECKPOINTS_DIR / f"step-{step:05d}.safetensors") as tmp:
             save_file(trainer.kohya_state(), str(tmp))
-        with atomic_path(self.wdir / RESUME_FILE) as tmp:
+        with atomic_path(wdir / resume) as tmp:
             save_file({k: v.contiguous() for k, v in trainer.peft_state().items()}, str(tmp))
-        with atomic_path(self.wdir / OPTIMIZER_FILE) as tmp:
+        with atomic_path(wdir / optimizer) as tmp:
             torch.save(trainer.optimizer.state_dict(), tmp)
         TrainingState(
             step=step,
@@ -376,7 +377,12 @@ class _Run:
             config=self.cfg.to_dict(),
             validations=[asdict(v) for v in self.validations],
             dataset=self.data.source,
+            resume_file=resume,
+            optimizer_file=optimizer,
         ).save(self.user_id, self.home)
+        for old in [*wdir.glob("resume-step-*.safetensors"), *wdir.glob("optimizer-step-*.pt")]:
+            if old.name not in (resume, optimizer):
+                old.unlink(missing_ok=True)
 
     def _finish(self) -> TrainResult:
         """Select the best checkpoints, fuse them and write the user model."""
