@@ -59,3 +59,28 @@ def tiny_cache(seed: int = 0) -> Any:
     from easyphoto.diffusion.tiny import tiny_components
 
     return ModelCache.from_components(tiny_components(seed))
+
+
+def make_dataset(root: Any, astronaut: np.ndarray, analyzer: Any) -> Any:
+    """A tiny prepared training set in ``root``: three 64 px crops of the astronaut's head, her mean
+    embedding and a reference photo (imagefolder layout, like ``easyphoto prepare`` writes)."""
+    import json
+    from pathlib import Path
+
+    import cv2
+    from PIL import Image
+
+    from easyphoto.config import TRIGGER_CAPTION
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    head = astronaut[0:300, 80:380]
+    rows = []
+    for i, shift in enumerate((0, 12, 24)):
+        img = cv2.resize(head[shift:, shift:], (64, 64), interpolation=cv2.INTER_AREA)
+        Image.fromarray(img).save(root / f"{i:02d}.png")
+        rows.append(json.dumps({"file_name": f"{i:02d}.png", "text": TRIGGER_CAPTION}))
+    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    np.save(root / "embedding.npy", analyzer.largest(astronaut).embedding)
+    Image.fromarray(cv2.resize(head, (128, 128))).save(root / "ref.png")
+    return root

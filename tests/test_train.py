@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -35,19 +36,7 @@ TINY = TrainConfig(
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray, analyzer) -> Path:
     """Three 64 px crops of the astronaut's head plus her mean embedding, in imagefolder layout."""
-    import cv2
-
-    root = tmp_path_factory.mktemp("dataset")
-    head = astronaut[0:300, 80:380]
-    rows = []
-    for i, shift in enumerate((0, 12, 24)):
-        img = cv2.resize(head[shift:, shift:], (64, 64), interpolation=cv2.INTER_AREA)
-        Image.fromarray(img).save(root / f"{i:02d}.png")
-        rows.append(json.dumps({"file_name": f"{i:02d}.png", "text": TRIGGER_CAPTION}))
-    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
-    np.save(root / "embedding.npy", analyzer.largest(astronaut).embedding)
-    Image.fromarray(cv2.resize(head, (128, 128))).save(root / "ref.png")
-    return root
+    return helpers.make_dataset(tmp_path_factory.mktemp("dataset"), astronaut, analyzer)
 
 
 def _cache(tiny_model_dir: Path):

@@ -4,7 +4,10 @@
 ``H×W×3`` ``uint8`` RGB array, or raises :class:`~easyphoto.errors.BadImageError` naming the file and
 the reason. Nothing else from Pillow escapes: no ``DecompressionBombWarning``, no raw ``OSError``.
 
-* The pixel count is checked from the header, *before* any pixel is decoded (default 40 MP).
+* Only a regular file is read (a folder, device, FIFO or socket is refused without blocking), and
+  never more than ``max_bytes`` of it.
+* The pixel count and the short side are checked from the header, *before* any pixel is decoded
+  (default 40 MP at most, 32 px at least on each side).
 * EXIF orientation is applied, so phone photos come out upright.
 * Transparent images (RGBA, LA, PA, P with transparency) are composited on white, which is what the
   rest of the pipeline expects around a face.
@@ -14,8 +17,10 @@ the reason. Nothing else from Pillow escapes: no ``DecompressionBombWarning``, n
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +33,15 @@ from .errors import BadImageError
 
 #: Files larger than this many bytes are refused before they are read (a 40 MP JPEG is ~20 MB).
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+#: Images whose short side is below this many pixels are refused (from the header, before decoding).
+#: Measured with dlib-bin 20.0.1 through :class:`~easyphoto.face.FaceAnalyzer` (CNN fallback on):
+#: 1×1, 3×3, 2×500 and 6×500 px images make dlib's CNN detector raise a RuntimeError (and the heap
+#: corruption it leaves aborted the next call in the same process); 5×5 and 7×500 px pass. The
+#: smallest image in which any face was found is 36 px (the 112×112 Tom Hanks crop scaled down; 40
+#: and 48 px for two larger photos); nothing was found at 32 px or below. So 32 px refuses only
+#: images that can hold no usable face, ~5× above the crash, and keeps small valid photos.
+DEFAULT_MIN_SIDE = 32
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -44,27 +58,111 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return getattr(source, "name", None) or "<stream>"
 
 
+#: What :func:`_file_kind` calls each non-regular file type in an error message.
+_KINDS = (
+    (stat.S_ISDIR, "is a folder, not an image file"),
+    (stat.S_ISCHR, "is a character device, not an image file"),
+    (stat.S_ISBLK, "is a block device, not an image file"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not an image file"),
+    (stat.S_ISSOCK, "is a socket, not an image file"),
+)
+
+
+def _size(n: int) -> str:
+    """A byte count in words: MB for big ones, exact bytes below 1 MB."""
+    return f"{n / 1e6:.0f} MB" if n >= 1_000_000 else f"{n:,} bytes"
+
+
+def _not_regular_reason(mode: int) -> str | None:
+    """Why a file of this ``st_mode`` cannot be a photo (``None`` for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, reason in _KINDS:
+        if test(mode):
+            return reason
+    return "is not a regular file"
+
+
+def _open_error_reason(path: str, exc: OSError) -> str:
+    """Plain words for why ``path`` could not be opened or looked up."""
+    code = exc.errno
+    if code == errno.ENOENT:
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"broken symbolic link (points to {target}, which does not exist)"
+        return "file not found"
+    if code == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied: this file cannot be read"
+    if code == errno.ENOTDIR:
+        return "file not found (a folder in this path is a file)"
+    if code == errno.EISDIR:
+        return "is a folder, not an image file"
+    if code == errno.ENAMETOOLONG:
+        return "file name too long"
+    if code == errno.ENXIO:  # opening a socket, or a device with no driver behind it
+        try:
+            return _not_regular_reason(os.stat(path).st_mode) or "no such device or address"
+        except OSError:
+            return "no such device or address"
+    return f"cannot read file ({exc.strerror or exc})"
+
+
+def _read_file(path: str, label: str, max_bytes: int) -> bytes:
+    """Read a regular file of at most ``max_bytes`` bytes; anything else is a :class:`BadImageError`.
+
+    The path is opened once, non-blocking (opening a FIFO for reading would otherwise wait for a
+    writer forever), and the open handle is checked with ``fstat``: only a regular file is read, and
+    never more than ``max_bytes + 1`` bytes (``/dev/zero`` is endless). A ``stat`` before the open
+    refuses devices without opening them (opening some devices has effects, e.g. a tape rewinds).
+    """
+    try:
+        reason = _not_regular_reason(os.stat(path).st_mode)
+    except OSError as exc:
+        raise BadImageError(label, _open_error_reason(path, exc)) from None
+    if reason:
+        raise BadImageError(label, reason)
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX only; Windows has no FIFOs to block on
+    flags = os.O_RDONLY | nonblock | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise BadImageError(label, _open_error_reason(path, exc)) from None
+    try:
+        info = os.fstat(fd)  # the file we hold, not whatever the path names by now
+        reason = _not_regular_reason(info.st_mode)
+        if reason:
+            raise BadImageError(label, reason)
+        if info.st_size > max_bytes:
+            raise BadImageError(label, f"file too large ({_size(info.st_size)}, limit {_size(max_bytes)})")
+        if nonblock:
+            os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        want = max(info.st_size + 1, 1 << 16)  # one read for a file that does not grow meanwhile
+        while total <= max_bytes:
+            chunk = os.read(fd, min(want, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise BadImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+
+
 def _read_bytes(source: ImageSource, label: str, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise BadImageError(label, "file not found") from None
-        except OSError as exc:
-            raise BadImageError(label, f"cannot read file ({exc.strerror or exc})") from None
-        if path.is_dir():
-            raise BadImageError(label, "is a folder, not an image file")
-        if size > max_bytes:
-            raise BadImageError(
-                label, f"file too large ({size / 1e6:.0f} MB, limit {max_bytes / 1e6:.0f} MB)"
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise BadImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+        data = _read_file(os.fspath(source), label, max_bytes)
     else:
         try:
             data = source.read(max_bytes + 1)
@@ -73,7 +171,7 @@ def _read_bytes(source: ImageSource, label: str, max_bytes: int) -> bytes:
     if len(data) == 0:
         raise BadImageError(label, "empty file (0 bytes)")
     if len(data) > max_bytes:
-        raise BadImageError(label, f"file too large (over {max_bytes / 1e6:.0f} MB)")
+        raise BadImageError(label, f"file too large (over {_size(max_bytes)})")
     return data
 
 
@@ -121,6 +219,7 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    min_side: int = DEFAULT_MIN_SIDE,
     name: str | None = None,
 ) -> np.ndarray:
     """Load a photo as an ``H×W×3`` ``uint8`` RGB array.
@@ -130,7 +229,10 @@ def load_image(
         max_pixels: refuse images with more pixels than this (read from the header, before decoding).
             The default 40 MP covers every phone camera; a bigger photo is almost always a mistake or
             an attack (a 60k×60k PNG header would need 10 GB to decode).
-        max_bytes: refuse files larger than this.
+        max_bytes: refuse files larger than this; at most ``max_bytes + 1`` bytes are ever read.
+        min_side: refuse images whose width or height is below this (read from the header). The
+            default 32 px is below the smallest image in which dlib finds a face (36 px, measured)
+            and ~5× above the sizes that crash it (≤ 6 px); pass 1 to accept any size.
         name: how to call the source in error messages (defaults to the path).
 
     Raises:
@@ -157,6 +259,10 @@ def load_image(
                     label,
                     f"image too large: {width}×{height} = {width * height / 1e6:.1f} MP "
                     f"(limit {max_pixels / 1e6:.1f} MP)",
+                )
+            if min(width, height) < min_side:
+                raise BadImageError(
+                    label, f"image too small: {width}×{height}, at least {min_side} px on each side"
                 )
             try:
                 im.seek(0)

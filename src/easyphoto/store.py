@@ -1,43 +1,69 @@
-"""Where user models live, safe user ids, and atomic writes.
+"""Where user models live, safe user ids, output paths, atomic writes and crash recovery.
 
 User models are folders under ``EASYPHOTO_HOME/users/<id>/``. A user id becomes a folder name, so it
-is validated strictly (:func:`validate_user_id`); nothing here ever joins an unvalidated string to a path.
+is validated strictly and made canonical (lower case) by :func:`validate_user_id`; nothing here ever
+joins an unvalidated string to a path.
+
+* :func:`check_output_file` / :func:`check_output_dir`: a clear :class:`ConfigError` before any work
+  when a folder is where a file goes, a file where a folder goes, or a parent is a file.
+* :func:`atomic_path` / :func:`write_bytes_atomic` / :func:`write_json_atomic` (one file) and
+  :func:`atomic_dir` (a whole folder): all or nothing, fsynced, even when the process is killed.
+* :func:`recover_stale`: at start-up, repair and clean what killed writers left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import easyphoto_home
-from .errors import InvalidUserIdError
+from .errors import ConfigError, InvalidUserIdError
 
-_USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_RESERVED = {"none", "con", "prn", "aux", "nul"}
+_USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+#: Names no user id may take, alone or followed by an extension (``con.txt`` is ``CON`` on Windows),
+#: in any case. ``none`` means "skip this face" in multi-person generation; the rest are Windows
+#: device names (including the superscript-digit ports and the ``$`` devices, already refused by
+#: the character set but listed so the rule stands on its own). Linux and macOS reserve only ``.``
+#: and ``..``, which the character set and the ``..`` rule refuse.
+RESERVED_USER_IDS = frozenset(
+    {"none", "con", "prn", "aux", "nul", "conin$", "conout$", "clock$"}
+    | {f"{port}{n}" for port in ("com", "lpt") for n in "0123456789¹²³"}
+)
 
 
 def validate_user_id(user_id: str) -> str:
-    """Return ``user_id`` if it is safe as a folder name, else raise :class:`InvalidUserIdError`.
+    """Return the canonical (lower-case) form of ``user_id``, or raise :class:`InvalidUserIdError`.
 
-    Allowed: 1–64 characters of letters, digits, ``_``, ``-`` and ``.``, starting with a letter or
-    digit, not ending with ``.``, and not a reserved word (``none`` means "skip this face" in
-    multi-person generation).
+    Allowed: 1–64 characters of ASCII letters, digits, ``_``, ``-`` and ``.``, starting with a letter
+    or digit, not ending with ``.``, no ``..``, and not a reserved name (:data:`RESERVED_USER_IDS`,
+    with or without an extension, in any case). The whole string must match: ``"alice\\n"`` is refused.
+
+    Ids are case-insensitive: ``"Alice"`` and ``"alice"`` are the same user, with one folder
+    (``users/alice``) and one lock, on case-sensitive and case-insensitive disks alike. Use the
+    returned id for every path.
     """
-    if not isinstance(user_id, str) or not _USER_ID_RE.match(user_id) or user_id.endswith("."):
+    if not isinstance(user_id, str) or not _USER_ID_RE.fullmatch(user_id) or user_id.endswith("."):
         raise InvalidUserIdError(
             f"invalid user id {user_id!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
-    if user_id.lower() in _RESERVED or ".." in user_id:
+    canonical = user_id.lower()
+    if ".." in canonical:
+        raise InvalidUserIdError(f"invalid user id {user_id!r}: '..' is not allowed")
+    if canonical.split(".", 1)[0] in RESERVED_USER_IDS:
         raise InvalidUserIdError(f"invalid user id {user_id!r}: reserved name")
-    return user_id
+    return canonical
 
 
 def users_dir(home: Path | None = None) -> Path:
@@ -56,15 +82,186 @@ def dataset_dir(user_id: str, home: Path | None = None) -> Path:
     return (home or easyphoto_home()) / "datasets" / validate_user_id(user_id)
 
 
+# --------------------------------------------------------------------------- output paths
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _config_error(message: str, field: str | None) -> ConfigError:
+    error = ConfigError(message)
+    if field:
+        error.fields = [field]
+    return error
+
+
+def _check_parents(path: Path, field: str | None, *, writable: bool = True) -> None:
+    """Every existing ancestor of ``path`` must be a folder we may write in (missing ones are made)."""
+    for parent in path.parents:
+        try:
+            mode = os.stat(parent).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise _config_error(f"{path}: cannot use {parent} ({exc.strerror or exc})", field) from None
+        if not stat.S_ISDIR(mode):
+            raise _config_error(f"{path}: {parent} is {_kind(mode)}, expected a folder", field)
+        if writable and not os.access(parent, os.W_OK | os.X_OK):
+            raise _config_error(f"{path}: cannot write in {parent} (permission denied)", field)
+        return
+
+
+def check_output_file(path: str | os.PathLike, *, field: str | None = None) -> Path:
+    """Check that ``path`` can be written as a file; return it as a :class:`~pathlib.Path`.
+
+    Refused with a :class:`~easyphoto.errors.ConfigError` (one line naming the path): a folder or
+    anything but a regular file where the file goes (an atomic write would replace a device node or
+    a pipe), an ancestor that is a file, or a folder we may not write in. Missing folders are fine
+    (they are made on write). ``field`` names the setting for ``ConfigError.fields`` (e.g. ``"out"``).
+    """
+    target = Path(path)
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # missing, or below a file (checked next)
+        mode = None
+    except OSError as exc:
+        raise _config_error(f"{target}: cannot use this path ({exc.strerror or exc})", field) from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise _config_error(f"{target}: is a folder, expected a file path", field)
+    if mode is not None and not stat.S_ISREG(mode):
+        raise _config_error(f"{target}: is {_kind(mode)}, expected a file path", field)
+    _check_parents(target, field)
+    return target
+
+
+def check_output_dir(path: str | os.PathLike, *, field: str | None = None, writable: bool = True) -> Path:
+    """Check that ``path`` can be used as an output folder; return it as a :class:`~pathlib.Path`.
+
+    Refused with a :class:`~easyphoto.errors.ConfigError`: a file (or anything but a folder) at
+    ``path``, an ancestor that is a file, or (with ``writable``) a folder we may not write in. A
+    missing folder is fine.
+    """
+    target = Path(path)
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # missing, or below a file (checked next)
+        mode = None
+    except OSError as exc:
+        raise _config_error(f"{target}: cannot use this path ({exc.strerror or exc})", field) from None
+    if mode is not None and not stat.S_ISDIR(mode):
+        raise _config_error(f"{target}: is {_kind(mode)}, expected a folder", field)
+    if mode is not None:
+        if writable and not os.access(target, os.W_OK | os.X_OK):
+            raise _config_error(f"{target}: cannot write in this folder (permission denied)", field)
+        return target
+    _check_parents(target, field, writable=writable)
+    return target
+
+
+# --------------------------------------------------------------------------- durable, atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (new, renamed, removed names) to disk. No-op where folders cannot be
+    opened (Windows) or the file system does not support it (EINVAL)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every regular file under ``root``, then every folder (deepest first), then ``root``."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue  # symbolic links and the like hold no data of their own
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder tree, a file or a link; never follows a link into its target."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically with Linux's ``renameat2(RENAME_EXCHANGE)``.
+
+    Returns False (having changed nothing) where that is not available: not Linux, a libc without
+    ``renameat2`` (glibc before 2.28), or a file system that refuses the flag (EINVAL).
+    """
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        import ctypes
+
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):
+            fn = False
+        else:
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+        _renameat2 = fn
+    if _renameat2 is False:
+        return False
+    import ctypes
+
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"{os.strerror(code)}: cannot swap {a} and {b}")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
 
-    On error the temporary file is removed and ``target`` is left as it was.
+    The new file is fsynced before the rename and its folder after it, so a power cut leaves the old
+    file or the new one, whole. On error the temporary file is removed and ``target`` is left as it
+    was. The temporary name holds our pid (``.<name>.<pid>.<random>.tmp``): :func:`recover_stale`
+    removes it if we die before the rename.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -76,10 +273,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    _fsync_dir(target.parent)
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes to ``target`` atomically."""
+    """Write bytes to ``target`` atomically and durably (file and folder fsynced)."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
@@ -90,35 +288,165 @@ def write_json_atomic(target: str | os.PathLike, obj: Any) -> Path:
     return write_bytes_atomic(target, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the finished ``staging`` folder at ``target`` and delete what was there before.
+
+    With an existing ``target`` on Linux, one ``renameat2(RENAME_EXCHANGE)``: ``target`` is never
+    missing, and the old content, now at ``staging``, is deleted. Elsewhere two renames (old aside to
+    ``.<name>.<pid>.old``, new in place): a crash between them leaves ``target`` missing, which
+    :func:`recover_stale` repairs from the ``.old`` folder.
+    """
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        _fsync_dir(target.parent)
+        return
+    if _exchange(staging, target):
+        _fsync_dir(target.parent)
+        _remove(staging)  # now the previous content
+        return
+    old = target.parent / f".{target.name}.{os.getpid()}.old"
+    if os.path.lexists(old):
+        _remove(old)
+    os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    _fsync_dir(target.parent)
+    _remove(old)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces the folder ``target`` as a whole.
 
-    A failure leaves ``target`` untouched (old content kept, no half-written folder). The swap is two
-    renames (old aside, new in place); the old folder is deleted only after the new one is in place.
+    A failure leaves ``target`` untouched (old content kept, no half-written folder). Before the swap
+    every file and folder in the staging folder is fsynced; the parent folder is fsynced after it, so
+    the new folder survives a power cut whole. The swap itself is atomic on Linux (see
+    :func:`_swap_in`); a process killed at any point leaves the previous ``target`` in place, or
+    restorable, and stray ``.<name>.<pid>.*`` folders that :func:`recover_stale` removes.
+
+    Raises:
+        ConfigError: ``target`` is a file, or one of its parents is.
     """
-    target = Path(target)
+    target = check_output_dir(target, writable=False)  # kinds only: let the OS judge permissions
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging", dir=target.parent)
+    )
     try:
         yield staging
+        _fsync_tree(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.{os.getpid()}.old"
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
     try:
-        os.replace(staging, target)
+        _swap_in(staging, target)
     except BaseException:
-        if old is not None:
-            os.replace(old, target)
+        if os.path.lexists(staging):
+            _remove(staging)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- crash recovery
+
+_STALE_RE = re.compile(
+    r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:(?P<old>old)|[A-Za-z0-9_]+\.(?P<kind>staging|tmp))"
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a reused pid counts as alive: we then leave its files)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return True  # cannot tell (e.g. Windows): keep the files
+    return True
+
+
+def recover_stale(parent: str | os.PathLike) -> list[str]:
+    """Repair what processes killed inside :func:`atomic_dir` / :func:`atomic_path` left in ``parent``.
+
+    Only names whose owner process (the pid in the name) is gone are touched:
+
+    * ``.<name>.<pid>.old`` with ``<name>`` missing (killed between the two renames of the fallback
+      swap): renamed back to ``<name>``; with several, the most recently renamed one.
+    * other ``.<name>.<pid>.old``, ``.<name>.<pid>.<random>.staging`` (killed while writing, or after an
+      exchange before deleting the old copy) and ``.<name>.<pid>.<random>.tmp``: deleted.
+
+    Call it at start-up, before any job runs, on each folder whose children are written with
+    :func:`atomic_dir` (``users/``, ``datasets/``). Returns one line per action, e.g.
+    ``"restored alice from .alice.4242.old"``; an empty list when there was nothing to do.
+    """
+    root = Path(parent)
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    done: list[str] = []
+    olds: dict[str, list[os.DirEntry]] = {}
+    for entry in entries:
+        match = _STALE_RE.fullmatch(entry.name)
+        if not match or _pid_alive(int(match["pid"])):
+            continue
+        if match["old"]:
+            olds.setdefault(match["name"], []).append(entry)
+            continue
+        _remove(Path(entry.path))
+        done.append(f"removed {entry.name}")
+    for name, candidates in olds.items():
+        target = root / name
+        if not os.path.lexists(target):
+            newest = max(candidates, key=lambda e: e.stat(follow_symlinks=False).st_ctime_ns)
+            os.rename(newest.path, target)
+            done.append(f"restored {name} from {newest.name}")
+            candidates = [e for e in candidates if e is not newest]
+        for entry in candidates:
+            _remove(Path(entry.path))
+            done.append(f"removed {entry.name}")
+    if done:
+        _fsync_dir(root)
+    return done
+
+
+def lowercase_user_dirs(parent: str | os.PathLike) -> list[str]:
+    """Rename folders named by a mixed-case user id (written before ids were case-insensitive) to
+    the canonical lower-case name, so ``users/Alice`` is found as ``alice``.
+
+    A folder whose lower-case name is already taken is left alone and reported as a conflict. Hidden
+    names and names that are not valid user ids are skipped. Returns one line per rename or conflict.
+    """
+    root = Path(parent)
+    if not root.is_dir():
+        return []
+    done: list[str] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        name = entry.name
+        if name.startswith(".") or name == name.lower() or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            canonical = validate_user_id(name)
+        except InvalidUserIdError:
+            continue
+        target = root / canonical
+        # On a case-insensitive disk ``alice`` *is* ``Alice``: a rename then only changes the case.
+        if os.path.lexists(target) and not os.path.samefile(entry.path, target):
+            done.append(f"conflict: {name} and {canonical} both exist; kept both, {name} is unused")
+            continue
+        os.rename(entry.path, target)
+        done.append(f"renamed {name} to {canonical}")
+    if done:
+        _fsync_dir(root)
+    return done
 
 
 @contextlib.contextmanager

@@ -118,6 +118,7 @@ class UserModel:
             UnknownUserError: no trained model for this user.
             UserModelError: the model is there but a file is missing, empty or corrupt.
         """
+        user_id = validate_user_id(user_id)
         folder = user_dir(user_id, home)
         lora = folder / LORA_FILE
         if not lora.is_file():
@@ -231,7 +232,7 @@ def save_user_model(
 
     from .imageio import save_png
 
-    validate_user_id(user_id)
+    user_id = validate_user_id(user_id)
     target = user_dir(user_id, home)
     meta = meta.model_copy(update={"user_id": user_id, "format_version": FORMAT_VERSION})
     if meta.created is None:
@@ -297,9 +298,31 @@ def delete_user(user_id: str, home: Path | None = None) -> None:
     if not folder.is_dir():
         raise UnknownUserError(f"no trained model for user {user_id!r}")
     with user_lock(user_id, home, what="deletion"):
-        trash = folder.parent / f".{folder.name}.deleted-{secrets.token_hex(4)}"
+        trash = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.old"
         os.replace(folder, trash)  # the model disappears at once, never half
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(home: Path | None = None) -> list[str]:
+    """Repair what a crashed process left under ``EASYPHOTO_HOME`` (called at start-up by the server,
+    the worker and a training): a user model between its two renames is restored, stale staging and
+    ``.old`` folders of dead processes are deleted, folders of mixed-case ids (written before ids were
+    case-insensitive) get their lower-case name. Returns what it did, one line each."""
+    from .store import lowercase_user_dirs, recover_stale
+
+    root = home or easyphoto_home()
+    done: list[str] = []
+    for name in ("users", "datasets", "work"):
+        folder = root / name
+        if folder.is_dir():
+            done += lowercase_user_dirs(folder)
+            done += recover_stale(folder)
+    work = root / "work"
+    if work.is_dir():
+        for sub in work.iterdir():
+            if sub.is_dir() and not sub.name.startswith("."):
+                done += recover_stale(sub)
+    return done
 
 
 # --------------------------------------------------------------------------- unfinished trainings
@@ -388,6 +411,7 @@ __all__ = [
     "list_users",
     "lora_mtime",
     "read_meta",
+    "recover",
     "save_user_model",
     "work_dir",
 ]

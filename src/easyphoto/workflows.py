@@ -89,9 +89,12 @@ def prepare_and_train(
     Returns the :class:`~easyphoto.stages.train.TrainResult`.
     """
     from .stages.train import train_locked
+    from .users import recover
 
-    validate_user_id(user_id)
+    user_id = validate_user_id(user_id)
     home = home or easyphoto_home()
+    for line in recover(home):  # what a crashed earlier run left behind
+        log.warning("repaired: %s", line)
     tcfg = train_config or TrainConfig()
     if not resume and bool(photos) == (dataset is not None):
         raise ConfigError("give either photos or a prepared dataset")

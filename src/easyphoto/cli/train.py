@@ -57,7 +57,7 @@ def train(
     from ..store import validate_user_id
     from ..workflows import prepare_and_train
 
-    validate_user_id(user_id)
+    user_id = validate_user_id(user_id)
     if bool(photos) == bool(dataset) and not resume:
         raise fail("give either photos or --dataset DIR")
     cfg = TrainConfig.from_layers(

@@ -133,7 +133,32 @@ def save_lora_kohya(
     return path
 
 
+def delete_adapters(
+    module: torch.nn.Module, names: set[str] | None = None, keep: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """Delete LoRA adapters from a peft-wrapped module: ``names``, or (``names=None``) every adapter not
+    in ``keep``. Its ``peft_config`` follows. Returns the deleted names, sorted."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    present = {n for layer in layers for n in getattr(layer, "lora_A", {})}
+    doomed = sorted((present & names) if names is not None else (present - set(keep)))
+    for name in doomed:
+        for layer in layers:
+            if name in getattr(layer, "lora_A", {}):
+                layer.delete_adapter(name)
+    config = getattr(module, "peft_config", None)
+    if config is not None:
+        for name in [n for n in config if (n in names if names is not None else n not in keep)]:
+            config.pop(name)
+        if not config:
+            del module.peft_config
+            module._hf_peft_config_loaded = False
+    return doomed
+
+
 __all__ = [
+    "delete_adapters",
     "TEXT_ENCODER_TARGETS",
     "UNET_TARGETS",
     "kohya_state_dict",

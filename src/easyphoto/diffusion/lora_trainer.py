@@ -169,20 +169,12 @@ class LoraTrainer:
         Safe on a half-built trainer: whatever was added is removed, gradient checkpointing is switched
         off, and the modules are back in eval mode without gradients.
         """
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        from .lora import delete_adapters
 
         unet = self.accelerator.unwrap_model(self.unet, keep_fp32_wrapper=False)
         te = self.accelerator.unwrap_model(self.text_encoder, keep_fp32_wrapper=False)
         for module in (unet, te):
-            for layer in module.modules():
-                if isinstance(layer, BaseTunerLayer) and TRAIN_ADAPTER in getattr(layer, "lora_A", {}):
-                    layer.delete_adapter(TRAIN_ADAPTER)
-            config = getattr(module, "peft_config", None)
-            if config is not None:
-                config.pop(TRAIN_ADAPTER, None)
-                if not config:
-                    del module.peft_config
-                    module._hf_peft_config_loaded = False
+            delete_adapters(module, names={TRAIN_ADAPTER})
             disable_checkpointing(module)
             module.eval()
             module.requires_grad_(False)

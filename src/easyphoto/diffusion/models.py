@@ -528,30 +528,14 @@ class ModelCache:
         """
         if self._base is None:
             return []
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
+        from .lora import delete_adapters
         from .lora_trainer import disable_checkpointing
 
         ours = set(self._user_adapters.values()) | ({LCM_ADAPTER} if self._lcm_loaded else set())
         cleaned: list[str] = []
         for part in ("unet", "text_encoder"):
             module = self._base[part]
-            foreign = set()
-            for layer in module.modules():
-                if isinstance(layer, BaseTunerLayer):
-                    foreign |= {n for n in getattr(layer, "lora_A", {}) if n not in ours}
-            for name in sorted(foreign):
-                for layer in module.modules():
-                    if isinstance(layer, BaseTunerLayer) and name in getattr(layer, "lora_A", {}):
-                        layer.delete_adapter(name)
-                cleaned.append(f"{part}: adapter {name}")
-            config = getattr(module, "peft_config", None)
-            if config is not None:
-                for name in [n for n in config if n not in ours]:
-                    config.pop(name)
-                if not config:
-                    del module.peft_config
-                    module._hf_peft_config_loaded = False
+            cleaned += [f"{part}: adapter {n}" for n in delete_adapters(module, keep=ours)]
             if module.training or any(p.requires_grad for p in module.parameters()):
                 cleaned.append(f"{part}: training mode")
             module.eval()

@@ -292,6 +292,8 @@ class FaceAnalyzer:
         from ..imageio import fit_within
 
         work, scale = fit_within(image, self.config.cnn_max_side)
+        if min(work.shape[:2]) < 8:  # dlib's CNN corrupts its heap on copies under 7 px (measured)
+            return []
         up = 1 if max(work.shape[:2]) <= self.config.cnn_max_side // 2 else 0
         found = self.backend.detect_fallback(work, up)
         return [(tuple(v / scale for v in box), score, "cnn") for box, score in found]  # type: ignore[misc]

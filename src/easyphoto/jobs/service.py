@@ -141,7 +141,7 @@ class JobService:
         notes: Sequence[str] = (),
     ) -> Job:
         """Validate the user id, settings and photos, store the photos and queue a training."""
-        validate_user_id(user_id)
+        user_id = validate_user_id(user_id)
         if train and train.get("validation_templates"):
             raise ConfigError(
                 "validation_templates names files on the server: only the operator may set it "

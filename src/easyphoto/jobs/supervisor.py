@@ -66,6 +66,10 @@ class WorkerSupervisor:
         return proc
 
     def start(self) -> None:
+        from ..users import recover
+
+        for line in recover(self.home):
+            log.warning("start-up repair: %s", line)
         store = JobStore(self.home)
         stale = store.mark_interrupted(reason="interrupted: the server stopped while the job was running")
         if stale:

@@ -140,7 +140,7 @@ def train(
         UserBusyError: another training of this user is running.
         TrainingInterrupted: stopped by ``should_stop`` or Ctrl-C; resumable.
     """
-    validate_user_id(user_id)
+    user_id = validate_user_id(user_id)
     home = home or easyphoto_home()
     with user_lock(user_id, home, what="training"):
         return train_locked(user_id, dataset, config, home=home, **options)
@@ -161,7 +161,7 @@ def train_locked(
     extra_validation: ExtraValidation | None = None,
 ) -> TrainResult:
     """:func:`train` for a caller that already holds the user's lock (:func:`easyphoto.store.user_lock`)."""
-    validate_user_id(user_id)
+    user_id = validate_user_id(user_id)
     home = home or easyphoto_home()
     cfg = config or TrainConfig()
     if cfg.validation_templates and extra_validation is None:
