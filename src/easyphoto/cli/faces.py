@@ -107,5 +107,6 @@ def demo(
 ) -> None:
     """Run the studio offline on a public-domain photo (no downloads) and write the results."""
     from ..demo import run_demo
+    from ..store import check_output_dir
 
-    run_demo(out, echo=typer.echo)
+    run_demo(check_output_dir(out), echo=typer.echo)

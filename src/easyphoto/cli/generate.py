@@ -59,8 +59,10 @@ def generate(
     ] = False,
 ) -> None:
     """Paint trained users into template photos (two diffusion passes); writes PNGs with their settings."""
+    from ..store import check_output_dir
     from ..workflows import generate_batch
 
+    check_output_dir(out)
     cfg = GenerateConfig.from_layers(
         overrides(
             seed=seed, lora_weight=lora_weight, first_steps=first_steps, first_denoise=first_denoise,

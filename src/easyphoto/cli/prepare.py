@@ -46,8 +46,11 @@ def prepare_command(
     OUT/embedding.npy and OUT/report.json, replacing an earlier run atomically. With too few usable
     photos nothing is written, every photo's reason is listed and the exit status is 2.
     """
-    from ..store import dataset_dir, validate_user_id
+    from ..store import check_output_dir, check_output_file, dataset_dir, validate_user_id
     from ..workflows import prepare_photos
+
+    if contact_sheet is not None:
+        check_output_file(contact_sheet)
 
     config = PrepareConfig.from_layers(
         overrides(
@@ -55,7 +58,7 @@ def prepare_command(
             remove_background=remove_background, retouch=retouch, retouch_strength=retouch_strength,
         )
     )  # fmt: skip
-    target = out if out is not None else dataset_dir(validate_user_id(user_id))
+    target = check_output_dir(out) if out is not None else dataset_dir(validate_user_id(user_id))
 
     def progress(event: dict) -> None:
         if event["type"] == "prepare" and not as_json:

@@ -46,8 +46,10 @@ def swap_command(
     and a one-line message naming the file when a photo cannot be read or has no face.
     """
     from ..imageio import save_png
+    from ..store import check_output_file
     from ..workflows import swap
 
+    check_output_file(out)  # before the work, not after
     result = swap(photo, template, ratio=ratio, face_index=face_index)
     save_png(result.image, out, text={"easyphoto": f"swap ratio={ratio:g}"})
     h, w = result.image.shape[:2]

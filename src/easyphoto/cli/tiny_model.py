@@ -32,8 +32,9 @@ def tiny_model_command(
     """
     from easyphoto.diffusion.tiny import build_tiny_model
     from easyphoto.errors import ConfigError
+    from easyphoto.store import check_output_dir
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model_index.json").is_file():
         raise ConfigError(f"{out_dir} exists and is not empty: choose a new folder for the model")
     if full_size:
