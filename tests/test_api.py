@@ -454,22 +454,24 @@ def test_token_bind_and_docs(tmp_path: Path) -> None:
 
     check_bind("127.0.0.1", None)
     check_bind("localhost", None)
-    check_bind("0.0.0.0", "s3cret")
+    check_bind("0.0.0.0", "s3cret-token-0123456789")
     for host in ("0.0.0.0", "192.168.1.5", "::"):
         with pytest.raises(ConfigError, match="refusing to listen"):
             check_bind(host, None)
     with pytest.raises(ConfigError, match="--share"):
         check_bind("127.0.0.1", None, share=True)
 
-    app = create_app(ServerSettings(home=tmp_path, token="s3cret", start_workers=False, ui=False))
+    app = create_app(
+        ServerSettings(home=tmp_path, token="s3cret-token-0123456789", start_workers=False, ui=False)
+    )
     client = TestClient(app)
     r = client.get("/v1/users")
     assert r.status_code == 401 and "Bearer" in r.json()["detail"]
     assert client.get("/v1/users", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/v1/users", headers={"Authorization": "Bearer s3cret"}).json() == []
+    assert client.get("/v1/users", headers={"Authorization": "Bearer s3cret-token-0123456789"}).json() == []
     assert client.post("/easyphoto/easyphoto_train_forward", content=b"{}").status_code == 401
     assert client.get("/docs", headers={"Accept": "text/html"}, follow_redirects=False).status_code == 303
-    login = client.post("/login", data={"token": "s3cret"}, follow_redirects=False)
+    login = client.post("/login", data={"token": "s3cret-token-0123456789"}, follow_redirects=False)
     assert login.status_code == 303
     assert client.get("/v1/users").status_code == 200, "the login cookie authenticates the browser"
 

@@ -174,7 +174,7 @@ class Worker:
             self.store.finish(job.id, self.pid, FAILED, error=str(exc), resumable=resumable)
         else:
             log.exception("job %s failed with an unexpected error", job.id, exc_info=exc)
-            msg = f"internal error: {type(exc).__name__}: {exc} (details in the job log)"
+            msg = "internal error (details in the job log)"  # library text and paths stay in the log
             self.store.finish(job.id, self.pid, FAILED, error=msg, resumable=resumable)
 
     def _clean_after_failure(self, job: Job, resumable: bool) -> None:

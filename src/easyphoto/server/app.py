@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Form
+from fastapi import FastAPI, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -26,16 +27,33 @@ from ..config import ServerSettings
 from ..jobs import JobService, Limits, WorkerSupervisor
 from . import compat, routes
 from .errors import install_error_handlers
-from .security import TOKEN_COOKIE, BodyLimitMiddleware, SameOriginMiddleware, TokenAuthMiddleware, check_bind
+from .security import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    BodyLimitMiddleware,
+    HostAllowlist,
+    HostAllowlistMiddleware,
+    LoginThrottle,
+    SameOriginMiddleware,
+    TokenAuthMiddleware,
+    UiFileGuard,
+    check_bind,
+    request_is_https,
+    session_value,
+    too_many_attempts,
+)
 
 log = logging.getLogger("easyphoto.server")
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """The FastAPI app: API routes, then (if ``settings.ui``) the Gradio UI mounted at ``/``."""
+def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist | None = None) -> FastAPI:
+    """The FastAPI app: API routes, then (if ``settings.ui``) the Gradio UI mounted at ``/``.
+
+    ``hosts``: the Host names served (default: loopback names and ``EASYPHOTO_ALLOWED_HOSTS``)."""
     from .. import __version__
 
     settings = settings or ServerSettings()
+    hosts = hosts if hosts is not None else HostAllowlist.from_env(settings.token)
     service = JobService(settings.home, Limits.from_settings(settings))
     supervisor = (
         WorkerSupervisor(settings.home, workers=settings.workers, retention_days=settings.job_retention_days)
@@ -64,11 +82,19 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.supervisor = supervisor
     install_error_handlers(app)
+    throttle = LoginThrottle()
+    app.state.login_throttle = throttle
+    # Starlette runs the last added middleware first: Host, token, origin, body size, UI file guard.
+    if settings.ui:  # innermost: the UI's file routes serve only what the UI shows
+        from .webui import shown_files
+
+        app.add_middleware(UiFileGuard, protected=service.home, shown=shown_files(service))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(SameOriginMiddleware)
     if settings.token:
-        app.add_middleware(TokenAuthMiddleware, token=settings.token)
-    _add_login(app, settings)
+        app.add_middleware(TokenAuthMiddleware, token=settings.token, throttle=throttle)
+    app.add_middleware(HostAllowlistMiddleware, allowlist=hosts)
+    _add_login(app, settings, throttle)
     app.include_router(routes.build_router(service, settings, supervisor))
     app.include_router(compat.build_router(service, settings))
     if settings.ui:  # must come last
@@ -84,25 +110,58 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
-def _add_login(app: FastAPI, settings: ServerSettings) -> None:
-    """``/login``: the browser UI trades the token for an HttpOnly cookie once."""
+def _login_page(message: str = "", status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+    note = f"<p style='color:#b91c1c'>{message}</p>" if message else ""
+    return HTMLResponse(
+        "<!doctype html><meta charset=utf-8><title>EasyPhoto</title>"
+        "<form method=post action=/login style='font-family:sans-serif;margin:4em'>"
+        f"{note}<p>EasyPhoto API token / 访问令牌</p><input name=token type=password autofocus size=40>"
+        "<button>OK</button></form>",
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _add_login(app: FastAPI, settings: ServerSettings, throttle: LoginThrottle) -> None:
+    """``/login``: the browser UI trades the token for a session cookie (HttpOnly, SameSite=Strict,
+    :data:`~.security.SESSION_MAX_AGE_S`, Secure over https) holding an HMAC of the token, not the token.
+    Failed attempts are throttled per client address (429 with Retry-After)."""
 
     @app.get("/login", include_in_schema=False)
     def login_form() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><meta charset=utf-8><title>EasyPhoto</title>"
-            "<form method=post action=/login style='font-family:sans-serif;margin:4em'>"
-            "<p>EasyPhoto API token / 访问令牌</p><input name=token type=password autofocus size=40>"
-            "<button>OK</button></form>"
-        )
+        return _login_page()
 
     @app.post("/login", include_in_schema=False)
-    def login(token: str = Form("")) -> Response:
-        if not settings.token or not hmac.compare_digest(token.encode(), settings.token.encode()):
-            return HTMLResponse("wrong token", status_code=401)
+    def login(request: Request, token: str = Form("")) -> Response:
+        client = request.client.host if request.client else None
+        wait = throttle.retry_after(client)
+        if wait > 0:
+            message, headers = too_many_attempts(wait)
+            return _login_page(message, 429, {k.decode(): v.decode() for k, v in headers})
+        if not settings.token:
+            return _login_page("this server has no token: nothing to log in to", 404)
+        if not hmac.compare_digest(token.encode(), settings.token.encode()):
+            throttle.failed(client)
+            return _login_page("wrong token", 401)
+        throttle.succeeded(client)
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+        resp.set_cookie(
+            SESSION_COOKIE,
+            session_value(settings.token),
+            max_age=SESSION_MAX_AGE_S,
+            httponly=True,
+            samesite="strict",
+            secure=request_is_https(request.scope),
+        )
         return resp
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _share_tunnel(host: str, port: int) -> None:
@@ -137,7 +196,10 @@ def run_server(
     check_bind(host, settings.token, share)
     if ui:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = create_app(settings)
+    # The name it was told to listen on is served (an IP literal is: it is the connection's address);
+    # a share link arrives under the tunnel's name, so --share (which requires a token) serves any.
+    named = [] if host in ("0.0.0.0", "::", "") or _is_ip(host) else [host]
+    app = create_app(settings, hosts=HostAllowlist.from_env(settings.token, also=named, any_host=share))
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host

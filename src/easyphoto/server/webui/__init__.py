@@ -11,6 +11,8 @@ language unless ``lang`` forces one). Gradio is imported only when the UI is ser
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ...jobs import JobService
@@ -48,8 +50,40 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
     return demo, i18n
 
 
+def shown_files(service: JobService) -> Callable[[tuple[str, ...]], bool]:
+    """What the UI shows, as a test on a path's lower-cased components relative to ``service.home``:
+    a job's ``files/`` (portraits, contact sheets, validation images) and a user's ``face_id.png``.
+
+    Job inputs and logs, LoRAs, checkpoints and ``jobs.db`` are not shown (the LoRA download is the
+    ``/v1/users/{id}/lora`` link); :class:`~easyphoto.server.security.UiFileGuard` applies this test.
+    """
+    home = Path(os.path.realpath(service.home))
+
+    def parts_of(folder: Path) -> tuple[str, ...]:
+        try:
+            return tuple(p.lower() for p in Path(os.path.realpath(folder)).relative_to(home).parts)
+        except ValueError:
+            return ("\x00",)  # not under home: nothing there is ever shown
+
+    jobs, users = parts_of(service.store.jobs_root), parts_of(users_dir(service.home))
+
+    def shown(parts: tuple[str, ...]) -> bool:
+        j, u = len(jobs), len(users)
+        if parts[:j] == jobs and len(parts) == j + 3 and parts[j + 1] == "files":
+            return not parts[j + 2].startswith(".")
+        return parts[:u] == users and len(parts) == u + 2 and parts[u + 1] == "face_id.png"
+
+    return shown
+
+
 def mount_ui(app: Any, service: JobService, lang: str = "auto", path: str = "/") -> Any:
-    """Mount the UI on a FastAPI app (call after every API route is declared)."""
+    """Mount the UI on a FastAPI app (call after every API route is declared).
+
+    Gradio may serve files under the jobs and users folders; the app's
+    :class:`~easyphoto.server.security.UiFileGuard` narrows that to :func:`shown_files`. Errors other
+    than our readable ``gr.Error`` messages show as a generic one (``show_error=False``): a raw
+    exception's text can hold server paths.
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -64,9 +98,9 @@ def mount_ui(app: Any, service: JobService, lang: str = "auto", path: str = "/")
         allowed_paths=[str(service.store.jobs_root), str(users_dir(service.home))],
         i18n=i18n,
         theme=theme,
-        show_error=True,
+        show_error=False,
         max_file_size=service.limits.max_file_bytes,
     )
 
 
-__all__ = ["build_ui", "mount_ui"]
+__all__ = ["build_ui", "mount_ui", "shown_files"]

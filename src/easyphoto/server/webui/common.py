@@ -11,6 +11,7 @@ from typing import Any
 
 import annotated_types
 
+from ..errors import public_message
 from ..i18n import pick_language, t
 
 #: Settings shown as multi-line text boxes.
@@ -136,7 +137,8 @@ class Tab:
         return request_lang(request, self.lang)
 
     def error(self, exc: Exception, code: str) -> Any:
-        return self.gr.Error(str(exc), title=t("err.error", code), print_exception=False)
+        """A readable toast for one of our errors (server paths cut to their last component)."""
+        return self.gr.Error(public_message(str(exc)), title=t("err.error", code), print_exception=False)
 
     def job_file(self, job_id: str, name: str | None) -> str | None:
         from ...errors import EasyPhotoError

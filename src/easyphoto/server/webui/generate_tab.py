@@ -9,6 +9,7 @@ import gradio as gr
 from ...config import GenerateConfig
 from ...errors import EasyPhotoError
 from ...jobs import FINISHED, Upload
+from ..errors import public_message
 from ..i18n import t
 from .common import Tab, form_values, input_for, progress_html, status_line
 
@@ -67,9 +68,9 @@ class GenerateTab(Tab):
         if rows:
             header = f"| {t('col.template', code)} | {t('col.user', code)} | {t('col.similarity', code)} |"
             lines.append("\n".join([header, "|---|---|---|", *rows]))
-        lines += [f"⚠️ {err['error']}" for err in result.get("errors", [])]
+        lines += [f"⚠️ {public_message(err['error'])}" for err in result.get("errors", [])]
         if view.get("error"):
-            lines.append(f"❌ {view['error']}")
+            lines.append(f"❌ {public_message(view['error'])}")
         done = view["state"] in FINISHED
         return (
             progress_html(fraction, line),

@@ -1,6 +1,7 @@
 """The Models tab: every trained user with scores and dates, their face image, LoRA download, delete."""
 
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -32,16 +33,17 @@ class ModelsTab(Tab):
         )
 
     def pick(self, user_id: str | None):
-        none = None, gr.DownloadButton(value=None, interactive=False), ""
+        none = None, gr.Button(link=None, interactive=False), ""
         if not user_id:
             return none
         try:
             face = self.service.user_file(user_id, "face_id.png")
-            lora = self.service.user_file(user_id, "lora.safetensors")
+            self.service.user_file(user_id, "lora.safetensors")
         except EasyPhotoError:
             return none
-        link = f"[{user_id}.safetensors](/v1/users/{user_id}/lora)"
-        return str(face), gr.DownloadButton(value=str(lora), interactive=True), link
+        url = f"/v1/users/{quote(user_id)}/lora"  # served by the API, not as a file path by the UI
+        link = f"[{user_id}.safetensors]({url})"
+        return str(face), gr.Button(link=url, interactive=True), link
 
     def delete(self, user_id: str | None, confirm: bool, request: gr.Request):
         code = self.code(request)
@@ -68,7 +70,7 @@ class ModelsTab(Tab):
                 pick = gr.Dropdown(
                     label=L("models.pick"), choices=self.service.user_ids(), elem_id="models-pick"
                 )
-                lora = gr.DownloadButton(L("models.download"), interactive=False, elem_id="models-lora")
+                lora = gr.Button(L("models.download"), interactive=False, elem_id="models-lora")
                 link = gr.Markdown()
                 confirm = gr.Checkbox(label=L("models.confirm"), value=False)
                 delete = gr.Button(L("models.delete"), variant="stop", elem_id="models-delete")

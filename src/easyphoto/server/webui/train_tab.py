@@ -9,6 +9,7 @@ import gradio as gr
 from ...config import TrainConfig
 from ...errors import EasyPhotoError
 from ...jobs import FINISHED, INTERRUPTED, Upload
+from ..errors import public_message
 from ..i18n import t
 from .common import Tab, form_values, input_for, progress_html, status_line
 
@@ -48,7 +49,7 @@ class TrainTab(Tab):
             result = view["result"]
             lines.append(t("msg.trained", code, user=result["user_id"], score=result["best_score"]))
         if view.get("error"):
-            lines.append(f"❌ {view['error']}")
+            lines.append(f"❌ {public_message(view['error'])}")
         if view["state"] in (INTERRUPTED, "cancelled", "failed") and view.get("resumable"):
             lines.append(t("msg.resumable", code))
         gallery = []
