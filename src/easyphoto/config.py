@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -122,9 +122,10 @@ class _Settings(_Validated, BaseModel):
         return data
 
 
-def _multiple_of_8(value: int, name: str) -> int:
+def _multiple_of_8(value: int) -> int:
+    """Image sizes in pixels: SD1.5's VAE works on 8×8 blocks."""
     if value % 8:
-        raise ValueError(f"{name} must be a multiple of 8")
+        raise ValueError("must be a multiple of 8")
     return value
 
 
@@ -344,11 +345,7 @@ class TrainConfig(_Settings):
     fuse_rank: int | None = Field(None, ge=1, le=1024, description="Rank of the fused LoRA; unset: rank.")
     keep_checkpoints: bool = Field(False, description="Keep the run's checkpoints after success.")
 
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        _multiple_of_8(self.resolution, "resolution")
-        _multiple_of_8(self.validation_size, "validation_size")
-        return self
+    _sizes = field_validator("resolution", "validation_size")(_multiple_of_8)
 
 
 class PrepareConfig(_Settings):
@@ -389,9 +386,10 @@ class PrepareConfig(_Settings):
     retouch_strength: float = Field(0.5, ge=0, le=1, description="Skin smoothing strength.")
     caption: str = Field(TRIGGER_CAPTION, min_length=1, max_length=500, description="Caption of every image.")
 
+    _sizes = field_validator("resolution")(_multiple_of_8)
+
     @model_validator(mode="after")
     def _check(self) -> PrepareConfig:
-        _multiple_of_8(self.resolution, "resolution")
         if self.min_photos > self.max_photos:
             raise ValueError(f"min_photos ({self.min_photos}) must not exceed max_photos ({self.max_photos})")
         return self
@@ -457,9 +455,10 @@ class GenerateConfig(_Settings):
     fast_second_steps: int = Field(8, ge=0, le=100, description="Second-pass steps in the fast mode.")
     fast_guidance_scale: float = Field(1.5, ge=0, le=30, description="Guidance in the fast mode.")
 
+    _sizes = field_validator("short_side")(_multiple_of_8)
+
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
-        _multiple_of_8(self.short_side, "short_side")
         if self.canny_low > self.canny_high:
             raise ValueError(f"canny_low ({self.canny_low}) must not exceed canny_high ({self.canny_high})")
         return self
