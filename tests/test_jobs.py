@@ -253,3 +253,27 @@ def test_purge_deletes_old_finished_jobs_only(tmp_path: Path) -> None:
         store.get(old_done)
     assert store.get(running).state == RUNNING and store.get(queued).state == QUEUED
     assert store.job_dir(running).exists() and store.job_dir(queued).exists()
+
+
+def test_concurrent_trainings_of_one_user_queue_once(tmp_path: Path) -> None:
+    """Ten simultaneous submissions for one user (any case): one is queued, nine get the holder's id."""
+    service = JobService(tmp_path)
+    outcomes: list[object] = []
+
+    def submit(i: int) -> None:
+        try:
+            outcomes.append(service.submit_train("Alice" if i % 2 else "alice", [Upload("me.png", _png())]))
+        except UserBusyError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queued = [o for o in outcomes if not isinstance(o, UserBusyError)]
+    busy = [o for o in outcomes if isinstance(o, UserBusyError)]
+    assert len(queued) == 1 and len(busy) == 9
+    assert all(e.job_id == queued[0].id and queued[0].id in str(e) for e in busy)
+    assert queued[0].user_id == "alice"
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == [queued[0].id]  # no stray folders
