@@ -281,7 +281,7 @@ def test_server_refuses_with_one_line(server: str, corpus: dict[str, Path]) -> N
             problems.append("not one line")
         if words and words not in message:
             problems.append(f"{words!r} not in message")
-        for leak in ("Traceback", str(corpus["dir"]), "RecursionError", "JSONDecodeError", "File \""):
+        for leak in ("Traceback", str(corpus["dir"]), "RecursionError", "JSONDecodeError", 'File "'):
             if leak in r.text:
                 problems.append(f"leaks {leak!r}")
         if os.environ.get("EASYPHOTO_CORPUS_TABLE"):
@@ -291,5 +291,7 @@ def test_server_refuses_with_one_line(server: str, corpus: dict[str, Path]) -> N
         assert requests.get(f"{server}/v1/health", timeout=10).status_code == 200, f"{kind}: server down"
     assert failures == []
     assert _snapshot(corpus["home"]) == before, "a refused request changed data"
-    assert requests.get(f"{server}/v1/jobs", timeout=10).json() == jobs_before, "a refused request queued a job"
+    assert requests.get(f"{server}/v1/jobs", timeout=10).json() == jobs_before, (
+        "a refused request queued a job"
+    )
     assert len(CLI_CASES) + len(SERVER_CASES) >= 45
