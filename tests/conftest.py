@@ -2,7 +2,8 @@
 
 * torch runs on one thread (two shared cores make multi-threaded torch erratic).
 * ``EASYPHOTO_HOME`` points into a temporary folder for every test.
-* ``faces_dir`` is ``../shared/faces`` (tests that need it skip with a reason when it is absent).
+* ``faces_dir`` is ``../shared/faces`` (or ``$EASYPHOTO_TEST_FACES``) when present, else the committed
+  subset ``tests/faces`` (same layout, see its SOURCES.md); ``full_faces`` says which one it is.
 * ``tiny_model_dir`` builds the tiny random SD1.5 folder once per session.
 """
 
@@ -20,6 +21,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("EASYPHOTO_TEST_FACES", REPO.parent / "shared" / "faces"))
+#: The committed subset of FACES (≤ 3 MB, same relative layout): what a fresh clone tests with.
+FACES_SUBSET = REPO / "tests" / "faces"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,10 +43,21 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
-    """The shared real-photo folder; skips the test when it is absent."""
-    if not (FACES / "SOURCES.md").is_file():
-        pytest.skip(f"real face photos not found at {FACES} (set EASYPHOTO_TEST_FACES)")
-    return FACES
+    """The real-photo folder: FACES (the full shared set) when present, else the committed subset."""
+    return FACES if (FACES / "SOURCES.md").is_file() else FACES_SUBSET
+
+
+@pytest.fixture(scope="session")
+def full_faces(faces_dir: Path) -> bool:
+    """Whether ``faces_dir`` is the full set (False: the committed subset, which has fewer photos)."""
+    return faces_dir.resolve() != FACES_SUBSET.resolve()
+
+
+@pytest.fixture()
+def needs_full_faces(full_faces: bool) -> None:
+    """For ``@pytest.mark.usefixtures``: skips a test whose photos are only in the full shared set."""
+    if not full_faces:
+        pytest.skip("needs the full photo set ../shared/faces ($EASYPHOTO_TEST_FACES); tests/faces lacks it")
 
 
 @pytest.fixture(scope="session")

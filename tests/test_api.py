@@ -165,6 +165,7 @@ def trained(server: tuple[str, Path], photos: tuple[list[Path], Path]) -> dict:
     return job
 
 
+@pytest.mark.slow
 def test_train_through_v1(server: tuple[str, Path], trained: dict) -> None:
     url, home = server
     result = trained["result"]
@@ -193,6 +194,7 @@ def test_train_through_v1(server: tuple[str, Path], trained: dict) -> None:
     assert not (home / "work" / "astro").exists(), "a finished training leaves no work folder"
 
 
+@pytest.mark.slow
 def test_generate_through_v1(
     server: tuple[str, Path], trained: dict, photos: tuple[list[Path], Path]
 ) -> None:
@@ -225,6 +227,7 @@ def test_generate_through_v1(
     assert wait_job(url, r.json()["job_id"])["state"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_easyphoto_compatible_endpoints(
     server: tuple[str, Path], trained: dict, photos: tuple[list[Path], Path]
 ) -> None:
@@ -304,6 +307,7 @@ def test_easyphoto_compatible_endpoints(
     assert r.status_code == 400 and "tabs=3 is not implemented" in r.json()["message"]
 
 
+@pytest.mark.slow
 def test_bad_uploads_get_clear_4xx(server: tuple[str, Path], photos: tuple[list[Path], Path]) -> None:
     url, _ = server
     good = ("photos", ("a.jpg", photos[0][0].read_bytes(), "image/jpeg"))
@@ -370,6 +374,7 @@ def test_bad_uploads_get_clear_4xx(server: tuple[str, Path], photos: tuple[list[
     assert requests.get(f"{url}/v1/health", timeout=10).json()["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_generation_with_no_face_fails_readably(server: tuple[str, Path], trained: dict) -> None:
     import io
 
@@ -388,6 +393,7 @@ def test_generation_with_no_face_fails_readably(server: tuple[str, Path], traine
     assert job["state"] == "failed" and job["error"] == "wall: no face found in the template"
 
 
+@pytest.mark.slow
 def test_killed_worker_interrupts_training_which_resumes(
     server: tuple[str, Path], trained: dict, photos: tuple[list[Path], Path]
 ) -> None:
@@ -435,6 +441,7 @@ def test_killed_worker_interrupts_training_which_resumes(
     assert requests.post(f"{url}/v1/jobs/{job_id}/resume", timeout=10).status_code == 409
 
 
+@pytest.mark.slow
 def test_delete_user(server: tuple[str, Path], trained: dict) -> None:
     url, home = server
     r = requests.delete(f"{url}/v1/users/compat", timeout=10)
@@ -444,6 +451,7 @@ def test_delete_user(server: tuple[str, Path], trained: dict) -> None:
     assert requests.delete(f"{url}/v1/users/compat", timeout=10).status_code == 404
 
 
+@pytest.mark.slow
 def test_token_bind_and_docs(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 

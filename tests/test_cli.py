@@ -39,6 +39,7 @@ def test_help_lists_commands() -> None:
         assert cmd in res.stdout
 
 
+@pytest.mark.slow
 def test_faces_json_and_bad_file_continues(tmp_path: Path, astronaut_file: Path) -> None:
     bad = tmp_path / "broken.jpg"
     bad.write_text("not an image")
@@ -52,6 +53,7 @@ def test_faces_json_and_bad_file_continues(tmp_path: Path, astronaut_file: Path)
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_faces_text_output(astronaut_file: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -61,6 +63,7 @@ def test_faces_text_output(astronaut_file: Path, tmp_path: Path) -> None:
     assert res.stderr.strip() == f"error: {empty}: empty file (0 bytes)"
 
 
+@pytest.mark.slow
 def test_similarity_same_person(astronaut_file: Path, tmp_path: Path) -> None:
     flipped = tmp_path / "flipped.png"
     Image.open(astronaut_file).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
@@ -72,6 +75,7 @@ def test_similarity_same_person(astronaut_file: Path, tmp_path: Path) -> None:
     assert "same person" in text.stdout
 
 
+@pytest.mark.slow
 def test_similarity_bad_input_one_line(astronaut_file: Path, tmp_path: Path) -> None:
     blank = tmp_path / "blank.png"
     Image.new("RGB", (200, 200), "white").save(blank)
@@ -90,6 +94,7 @@ def test_usage_error_exit_code() -> None:
     assert res.returncode == 2 and "Missing argument" in res.stderr
 
 
+@pytest.mark.slow
 def test_train_then_generate_from_the_command_line(
     faces_dir: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -104,6 +104,7 @@ def test_crop_region_is_multiple_of_8_and_maps_landmarks(astronaut: np.ndarray, 
     assert (mask[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)] > 0).mean() > 0.95
 
 
+@pytest.mark.slow
 def test_single_person_portrait(gen: PortraitGenerator, astronaut: np.ndarray, tmp_path: Path) -> None:
     portrait = gen.generate(astronaut, ["alice"], FAST)
     assert portrait.array.shape == astronaut.shape and portrait.array.dtype == np.uint8
@@ -129,6 +130,7 @@ def test_single_person_portrait(gen: PortraitGenerator, astronaut: np.ndarray, t
     assert params["seed"] == 7 and params["config"]["first_steps"] == 4 and params["user_ids"] == ["alice"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_portrait_and_cache_reused(gen: PortraitGenerator, astronaut: np.ndarray) -> None:
     first = gen.generate(astronaut, ["alice"], FAST)
     loads = dict(gen.cache.load_count)
@@ -147,6 +149,7 @@ def test_same_seed_same_portrait_and_cache_reused(gen: PortraitGenerator, astron
     assert np.array_equal(back.array, first.array)
 
 
+@pytest.mark.slow
 def test_two_person_template(gen: PortraitGenerator, faces_dir: Path) -> None:
     path = faces_dir / "groups" / "two_people.jpg"
     template = load_image(path)
@@ -169,6 +172,7 @@ def test_two_person_template(gen: PortraitGenerator, faces_dir: Path) -> None:
     assert [s.face_index for s in right_only.scores] == [1]
 
 
+@pytest.mark.slow
 def test_mapping_errors(gen: PortraitGenerator, astronaut: np.ndarray) -> None:
     with pytest.raises(ConfigError, match="2 user ids .* only 1 face"):
         gen.generate(astronaut, ["alice", "bob"], FAST)
@@ -178,6 +182,7 @@ def test_mapping_errors(gen: PortraitGenerator, astronaut: np.ndarray) -> None:
         gen.generate(np.full((128, 128, 3), 200, np.uint8), ["alice"], FAST, template_name="blank.png")
 
 
+@pytest.mark.slow
 def test_generate_function_with_paths(
     tiny_model_dir: Path, home: Path, astronaut: np.ndarray, tmp_path: Path, gen: PortraitGenerator
 ) -> None:
@@ -190,6 +195,7 @@ def test_generate_function_with_paths(
     assert [e["type"] for e in events].count("portrait") == 2
 
 
+@pytest.mark.slow
 def test_fast_mode_stacks_lcm_lora_and_switches_back_exactly(
     tiny_model_dir: Path, home: Path, analyzer, astronaut: np.ndarray, tmp_path: Path
 ) -> None:

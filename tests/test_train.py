@@ -45,6 +45,7 @@ def _cache(tiny_model_dir: Path):
     return ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu", dtype="float32")
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_one_image(tiny_model_dir: Path, dataset: Path) -> None:
     data = load_training_data(dataset)
     data.images, data.captions = data.images[:1], data.captions[:1]
@@ -99,6 +100,7 @@ def test_kohya_file_reproduces_trained_model_in_plain_diffusers(
     torch.testing.assert_close(out_loaded, out_trained, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_writes_complete_user_model_and_leaves_base_clean(
     tiny_model_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -156,6 +158,7 @@ def test_train_writes_complete_user_model_and_leaves_base_clean(
     cache.unload_lora()
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_and_leaves_no_half_model(
     tiny_model_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -256,6 +259,7 @@ def test_bad_dataset_and_user_id(tmp_path: Path) -> None:
         train("../evil", tmp_path, TINY, home=tmp_path)
 
 
+@pytest.mark.slow
 def test_end_to_end_obama_prepare_then_train(
     faces_dir: Path, tiny_model_dir: Path, tmp_path: Path, analyzer
 ) -> None:
@@ -288,6 +292,7 @@ def test_end_to_end_obama_prepare_then_train(
     assert time.perf_counter() - t0 < 120
 
 
+@pytest.mark.slow
 def test_validation_templates_are_painted_with_the_lora_being_trained(
     tiny_model_dir: Path, dataset: Path, astronaut: np.ndarray, analyzer, tmp_path: Path
 ) -> None:
