@@ -53,13 +53,6 @@ def full_faces(faces_dir: Path) -> bool:
     return faces_dir.resolve() != FACES_SUBSET.resolve()
 
 
-@pytest.fixture()
-def needs_full_faces(full_faces: bool) -> None:
-    """For ``@pytest.mark.usefixtures``: skips a test whose photos are only in the full shared set."""
-    if not full_faces:
-        pytest.skip("needs the full photo set ../shared/faces ($EASYPHOTO_TEST_FACES); tests/faces lacks it")
-
-
 @pytest.fixture(scope="session")
 def analyzer():
     """One FaceAnalyzer for the whole session (models load once, ~1.6 s)."""

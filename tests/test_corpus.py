@@ -156,7 +156,14 @@ CLI_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("kind", "argv", "expected"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+#: Cases that load the face models (~5 s) belong to the slow run.
+SLOW_CLI = {"no face in swap"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "argv", "expected"),
+    [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW_CLI else []) for c in CLI_CASES],
+)
 def test_cli_refuses_with_one_line(
     kind: str, argv: list[str], expected: str, corpus: dict[str, Path], capsys, monkeypatch
 ) -> None:
