@@ -84,3 +84,52 @@ def make_dataset(root: Any, astronaut: np.ndarray, analyzer: Any) -> Any:
     np.save(root / "embedding.npy", analyzer.largest(astronaut).embedding)
     Image.fromarray(cv2.resize(head, (128, 128))).save(root / "ref.png")
     return root
+
+
+def make_tiny_dataset(ds: Any, astronaut: np.ndarray, analyzer: Any) -> Any:
+    """A prepared dataset folder of two 64 px crops of the astronaut photo (caption, embedding, ref)."""
+    import json
+
+    import cv2
+    from PIL import Image
+
+    from easyphoto.config import TRIGGER_CAPTION
+    from easyphoto.imageio import save_png
+
+    head = astronaut[0:300, 80:380]
+    for i in range(2):
+        Image.fromarray(cv2.resize(head[i * 10 :, i * 10 :], (64, 64))).save(ds / f"{i}.png")
+    (ds / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"{i}.png", "text": TRIGGER_CAPTION}) + "\n" for i in range(2))
+    )
+    np.save(ds / "embedding.npy", analyzer.largest(astronaut).embedding)
+    save_png(head, ds / "ref.png")
+    return ds
+
+
+def tiny_train_config(**changes: Any) -> Any:
+    """Two optimizer steps at 64 px, rank 4: a tiny LoRA in about a second."""
+    from easyphoto.config import TrainConfig
+
+    cfg = TrainConfig(
+        resolution=64, max_steps=2, grad_accum=1, rank=4, alpha=4, validate_every=2, validation_size=64,
+        validation_steps=2, validation_seeds=(1,), learning_rate=1e-3,
+    )  # fmt: skip
+    return cfg.replace(**changes) if changes else cfg
+
+
+def train_tiny_users(
+    tmp_path_factory: Any, tiny_model_dir: Any, astronaut: np.ndarray, analyzer: Any, users: Any
+) -> Any:
+    """An EASYPHOTO_HOME with tiny users trained for 2 steps on crops of the astronaut photo."""
+    from easyphoto.config import ModelConfig
+    from easyphoto.stages.train import train
+
+    home = tmp_path_factory.mktemp("home")
+    ds = make_tiny_dataset(tmp_path_factory.mktemp("ds"), astronaut, analyzer)
+    for user in users:
+        train(
+            user, ds, tiny_train_config(), model_config=ModelConfig(base_model=str(tiny_model_dir)),
+            analyzer=analyzer, home=home,
+        )  # fmt: skip
+    return home

@@ -308,6 +308,64 @@ def test_easyphoto_compatible_endpoints(
 
 
 @pytest.mark.slow
+def test_portraits_without_training_and_ip_adapter_through_v1_and_compat(
+    server: tuple[str, Path], trained: dict, photos: tuple[list[Path], Path]
+) -> None:
+    """A person given as a photo (no training) through /v1 and EasyPhoto's "Infer without User Lora";
+    EasyPhoto's ipa_control + ipa_image on a trained user."""
+    url, _ = server
+    person, template = photos[0][0].read_bytes(), photos[1].read_bytes()
+    r = requests.post(
+        f"{url}/v1/generate",
+        data={"options": json.dumps({"seed": 3, "first_steps": 4, "second_steps": 2})},
+        files=[("templates", ("t.png", template, "image/png")), ("photos", ("me.jpg", person, "image/jpeg"))],
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    job = wait_job(url, r.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    assert (
+        job["result"]["user_ids"] == ["photo"]
+        and job["result"]["images"][0]["scores"][0]["user_id"] == "photo"
+    )
+    # no user id and no photos: refused at submit, naming what is missing
+    r = requests.post(
+        f"{url}/v1/generate", files=[("templates", ("t.png", template, "image/png"))], timeout=30
+    )
+    assert r.status_code == 400 and "photos of the person" in r.text
+
+    b64 = base64.b64encode
+    common = {
+        "init_image": b64(template).decode(),
+        "tabs": 1,
+        "first_diffusion_steps": 4,
+        "second_diffusion_steps": 2,
+    }
+    datas = {**common, "user_ids": ["ipa_control_only", "none", "none", "none", "none"],
+             "ref_mode_choose": "Infer without User Lora", "ipa_only_weight": 0.6,
+             "ipa_only_image": b64(person).decode()}  # fmt: skip
+    r = requests.post(f"{url}/easyphoto/easyphoto_infer_forward", data=json.dumps(datas), timeout=300)
+    out = r.json()
+    assert r.status_code == 200 and out["message"].startswith("Success"), out
+    assert "ipa" not in out["message"] and out["scores"][0]["scores"][0]["user_id"] == "photo"
+    r = requests.post(
+        f"{url}/easyphoto/easyphoto_infer_forward",
+        data=json.dumps(
+            {
+                **common,
+                "user_ids": ["astro"],
+                "ipa_control": True,
+                "ipa_weight": 0.5,
+                "ipa_image": b64(person).decode(),
+            }
+        ),  # fmt: skip
+        timeout=300,
+    )
+    out = r.json()
+    assert r.status_code == 200 and out["message"].startswith("Success") and "ipa" not in out["message"], out
+
+
+@pytest.mark.slow
 def test_bad_uploads_get_clear_4xx(server: tuple[str, Path], photos: tuple[list[Path], Path]) -> None:
     url, _ = server
     good = ("photos", ("a.jpg", photos[0][0].read_bytes(), "image/jpeg"))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import train_tiny_users
 
 from easyphoto import NoFaceError, UnknownUserError
-from easyphoto.config import GenerateConfig, ModelConfig, TrainConfig
+from easyphoto.config import GenerateConfig, ModelConfig
 from easyphoto.errors import ConfigError
 from easyphoto.imageio import load_image, save_png
 from easyphoto.stages.generate import (
@@ -28,44 +29,7 @@ def home(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, astronaut: np.ndarray, analyzer
 ) -> Path:
     """An EASYPHOTO_HOME with two tiny trained users (alice, bob)."""
-    import cv2
-    from PIL import Image
-
-    from easyphoto.config import TRIGGER_CAPTION
-    from easyphoto.stages.train import train
-
-    home = tmp_path_factory.mktemp("home")
-    ds = tmp_path_factory.mktemp("ds")
-    head = astronaut[0:300, 80:380]
-    for i in range(2):
-        Image.fromarray(cv2.resize(head[i * 10 :, i * 10 :], (64, 64))).save(ds / f"{i}.png")
-    (ds / "metadata.jsonl").write_text(
-        "".join(json.dumps({"file_name": f"{i}.png", "text": TRIGGER_CAPTION}) + "\n" for i in range(2))
-    )
-    np.save(ds / "embedding.npy", analyzer.largest(astronaut).embedding)
-    save_png(head, ds / "ref.png")
-    cfg = TrainConfig(
-        resolution=64,
-        max_steps=2,
-        grad_accum=1,
-        rank=4,
-        alpha=4,
-        validate_every=2,
-        validation_size=64,
-        validation_steps=2,
-        validation_seeds=(1,),
-        learning_rate=1e-3,
-    )
-    for user in ("alice", "bob"):
-        train(
-            user,
-            ds,
-            cfg,
-            model_config=ModelConfig(base_model=str(tiny_model_dir)),
-            analyzer=analyzer,
-            home=home,
-        )
-    return home
+    return train_tiny_users(tmp_path_factory, tiny_model_dir, astronaut, analyzer, ("alice", "bob"))
 
 
 @pytest.fixture(scope="module")

@@ -258,6 +258,17 @@ class ModelConfig(_Validated, BaseSettings):
         validation_alias=_env("lcm_lora", "EASYPHOTO_LCM_LORA"),
         description="LCM-LoRA of the fast mode: id, folder or file; unset: none (EASYPHOTO_LCM_LORA).",
     )
+    ip_adapter: str = Field(
+        "h94/IP-Adapter",
+        validation_alias=_env("ip_adapter", "EASYPHOTO_IP_ADAPTER"),
+        description="IP-Adapter: repo id or folder with models/<file>, models/image_encoder/ "
+        "(EASYPHOTO_IP_ADAPTER).",
+    )
+    ip_adapter_file: str = Field(
+        "ip-adapter-full-face_sd15.safetensors",
+        validation_alias=_env("ip_adapter_file", "EASYPHOTO_IP_ADAPTER_FILE"),
+        description="IP-Adapter weights under models/ (EASYPHOTO_IP_ADAPTER_FILE).",
+    )
     lora_cache_size: int = Field(
         4,
         ge=1,
@@ -403,7 +414,10 @@ class GenerateConfig(_Settings):
     LoRA at ``lora_weight``), fused again and refined at ``second_scale`` × inside a ring of
     ``ring_width`` × face width plus eyes and mouth, colour-matched and pasted back feathered over
     ``paste_feather`` × face size. ``fast`` samples with the LCM scheduler and the LCM-LoRA
-    (``ModelConfig.lcm_lora``) at ``fast_*`` steps and guidance instead.
+    (``ModelConfig.lcm_lora``) at ``fast_*`` steps and guidance instead. ``ip_adapter_scale`` adds the
+    IP-Adapter's view of the user's face to both passes: off by default for a trained user (EasyPhoto's
+    ``ipa_control`` default; the LoRA carries identity), 0.7 for a user given as photos only (the middle
+    of the 0.5–1.0 range the adapter's authors suggest for faces; unmeasured here, random weights).
     """
 
     lora_weight: float = Field(0.9, ge=0, le=2, description="Weight of the user LoRA.")
@@ -454,6 +468,9 @@ class GenerateConfig(_Settings):
     fast_first_steps: int = Field(8, ge=1, le=100, description="First-pass steps in the fast mode.")
     fast_second_steps: int = Field(8, ge=0, le=100, description="Second-pass steps in the fast mode.")
     fast_guidance_scale: float = Field(1.5, ge=0, le=30, description="Guidance in the fast mode.")
+    ip_adapter_scale: float | None = Field(
+        None, ge=0, le=2, description="IP-Adapter face weight (ipa_weight); unset: 0 with LoRA, 0.7 without."
+    )
 
     _sizes = field_validator("short_side")(_multiple_of_8)
 
@@ -594,15 +611,6 @@ __all__ = [
     "PORTRAIT_NEGATIVE_PROMPT",
     "PORTRAIT_PROMPT",
     "PRESET_ENV",
-    "TRIGGER_CAPTION",
-    "FaceConfig",
-    "GenerateConfig",
-    "ModelConfig",
-    "PrepareConfig",
-    "ServerSettings",
-    "TrainConfig",
-    "config_error",
-    "easyphoto_home",
-    "effective_config",
-    "preset",
 ]
+__all__ += ["TRIGGER_CAPTION", "FaceConfig", "GenerateConfig", "ModelConfig", "PrepareConfig", "TrainConfig"]
+__all__ += ["ServerSettings", "config_error", "easyphoto_home", "effective_config", "preset"]

@@ -199,6 +199,26 @@ REGISTRY: dict[str, ModelEntry] = {
             setting="lcm_lora",
         ),
         ModelEntry(
+            name="ip-adapter-sd15-face",
+            role="IP-Adapter full-face + CLIP ViT-H image encoder: identity from a photo, no training",
+            sources=(
+                Source(
+                    repo="h94/IP-Adapter",
+                    files=(
+                        "models/ip-adapter-full-face_sd15.safetensors",
+                        "models/image_encoder/config.json",
+                        "models/image_encoder/model.safetensors|models/image_encoder/pytorch_model.bin",
+                    ),
+                ),
+            ),
+            size_mb=2570,
+            licence="Apache-2.0",
+            commercial=True,
+            default=False,
+            setting="ip_adapter",
+            note="the no-training mode and ip_adapter_scale > 0 need it",
+        ),
+        ModelEntry(
             name="dlib-face-detector-cnn",
             role="face detector fallback (CNN)",
             sources=(
@@ -344,11 +364,16 @@ def local_copy(setting: str, value: str) -> str | None:
     return str(paths[0])
 
 
+#: Folders of a local base (as ``easyphoto tiny-model`` writes) that replace a setting's default.
+_BASE_SUBFOLDERS = {"ip_adapter": "ip_adapter"}
+
+
 def effective_source(config: object, setting: str) -> str:
     """What the loaders should open for ``setting`` of a :class:`~easyphoto.config.ModelConfig`.
 
-    The configured value, except: a ControlNet left at its default is taken from a local base
-    folder's ``controlnet/<name>/`` when there is one (as ``easyphoto tiny-model`` writes), and a value
+    The configured value, except: a ControlNet or IP-Adapter left at its default is taken from a local
+    base folder's ``controlnet/<name>/`` or ``ip_adapter/`` when there is one (as ``easyphoto
+    tiny-model`` writes), and a value
     left at its registry default whose first source is missing but a fallback was downloaded resolves
     to that fallback (:func:`local_copy`).
     """
@@ -357,12 +382,11 @@ def effective_source(config: object, setting: str) -> str:
     value = getattr(config, setting)
     if value is None:
         return value
-    if setting.startswith("controlnet_") and value == ModelConfig.default_of(setting):
-        local = (
-            Path(config.base_model).expanduser()  # type: ignore[attr-defined]
-            / "controlnet"
-            / setting.removeprefix("controlnet_")
-        )
+    sub = _BASE_SUBFOLDERS.get(setting) or (
+        "controlnet/" + setting.removeprefix("controlnet_") if setting.startswith("controlnet_") else None
+    )
+    if sub and value == ModelConfig.default_of(setting):
+        local = Path(config.base_model).expanduser() / sub  # type: ignore[attr-defined]
         if local.is_dir():
             return str(local)
     return local_copy(setting, value) or value

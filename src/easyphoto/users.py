@@ -46,6 +46,9 @@ META_FILE = "meta.json"
 FACE_ID_FILE = "face_id.png"
 REF_FILE = "ref.png"
 EMBEDDING_FILE = "embedding.npy"
+IP_EMBEDS_FILE = "ip_embeds.safetensors"  # the reference face as the IP-Adapter sees it (a cache)
+#: Id of a person given as photos rather than a trained model (portraits without training).
+PHOTO_USER = "photo"
 VALIDATION_DIR = "validation"
 TRAIN_LOG = "train.log"
 #: Files of a user model that may be handed to a client (the API, the web UI).

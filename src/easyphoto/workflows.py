@@ -24,6 +24,7 @@ from typing import Any
 from .config import GenerateConfig, ModelConfig, PrepareConfig, TrainConfig, easyphoto_home
 from .errors import BadImageError, ConfigError, EasyPhotoError, NoFaceError, UserModelError
 from .store import dataset_dir, user_lock, validate_user_id
+from .users import PHOTO_USER
 
 log = logging.getLogger("easyphoto.workflows")
 
@@ -207,8 +208,14 @@ def generate_batch(
     keep_intermediates: bool = False,
     on_event: EventCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    photos: Sequence[Any] | None = None,
+    ip_image: Any = None,
 ) -> BatchResult:
     """Paint ``user_ids`` into each template (``(path, display name)`` pairs); PNGs go to ``out_dir``.
+
+    ``photos``: photos of a person to paint without training, as the user ``"photo"`` (the default
+    when ``user_ids`` is empty); the IP-Adapter carries their identity. ``ip_image``: a photo whose face
+    the IP-Adapter sees instead of each user's own (EasyPhoto's ``ipa_image``).
 
     A template that cannot be used (unreadable, no face, too few faces) is recorded in
     ``BatchResult.errors`` and the batch goes on; when no portrait at all could be made, the error is
@@ -216,8 +223,13 @@ def generate_batch(
     is not used here: a stopped batch raises :class:`BatchStopped` with what it made so far).
     """
     cfg = config or GenerateConfig()
-    check_generation(user_ids, cfg, home)
+    user_ids = list(user_ids) or ([PHOTO_USER] if photos else [])
+    check_generation(user_ids, cfg, home, photo_users=[PHOTO_USER] if photos else [])
     gen = generator or portrait_generator(model_config=model_config, home=home)
+    gen.photo_users.clear()  # a kept generator must not paint the last job's photos
+    if photos:
+        gen.add_photo_user(photos, PHOTO_USER)
+    gen.set_ip_image(ip_image)
     out = Path(out_dir)
     result = BatchResult()
     for i, (path, name) in enumerate(templates):
@@ -272,24 +284,30 @@ def portrait_generator(
     return PortraitGenerator(cache, analyzer, model_config=model_config, home=home or easyphoto_home())
 
 
-def check_generation(user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None) -> list[str]:
+def check_generation(
+    user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None, photo_users: Sequence[str] = ()
+) -> list[str]:
     """Everything a generation can be refused for before any work: users (see :func:`check_users`)
     and ControlNet names; returns the user ids stripped."""
     from .stages.generate.controls import check_controlnets
 
     check_controlnets(config)
-    return check_users(user_ids, home)
+    return check_users(user_ids, home, photo_users)
 
 
-def check_users(user_ids: Sequence[str], home: Path | None = None) -> list[str]:
-    """Refuse an empty list, unsafe ids, unknown users and broken user models; returns the ids stripped."""
+def check_users(
+    user_ids: Sequence[str], home: Path | None = None, photo_users: Sequence[str] = ()
+) -> list[str]:
+    """Refuse an empty list, unsafe ids, unknown users and broken user models; returns the ids stripped.
+
+    ``photo_users``: names of users given as photos (no model on disk to check)."""
     from .users import UserModel
 
     ids = [u.strip() for u in user_ids if u and u.strip()]
     if not ids:
-        raise ConfigError("give at least one user id")
+        raise ConfigError("give at least one user id (or photos of the person)")
     for uid in ids:
-        if uid.lower() != "none":
+        if uid.lower() != "none" and uid not in photo_users:
             UserModel.load(uid, home)  # unknown user, or a broken model: a clear error before any work
     return ids
 

@@ -12,14 +12,19 @@ from ..config import GenerateConfig
 from .app import EXIT_BAD_INPUT, app, echo_error, model_config, overrides, setting
 
 G = GenerateConfig
+PHOTO_HELP = "No training: photo(s) of the person, painted in as user 'photo' by the IP-Adapter."
+FAST_HELP = "LCM sampler + LCM-LoRA (EASYPHOTO_LCM_LORA), 8 steps per pass: several times faster."
 
 
 @app.command()
 def generate(
-    user_id: Annotated[
-        list[str], typer.Option("--user-id", help="User id per template face, left to right ('none' skips).")
-    ],
     template: Annotated[list[Path], typer.Option("--template", help="Template photo(s).")],
+    user_id: Annotated[
+        list[str] | None,
+        typer.Option("--user-id", help="User id per template face, left to right ('none' skips)."),
+    ] = None,
+    photo: Annotated[list[Path] | None, typer.Option("--photo", help=PHOTO_HELP)] = None,
+    ip_adapter_scale: Annotated[float | None, setting(G, "ip_adapter_scale")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("portraits"),
     seed: Annotated[int | None, setting(G, "seed")] = None,
     base_model: Annotated[
@@ -40,13 +45,7 @@ def generate(
         float | None, setting(G, "after_fusion_ratio", help="Face fusion after the first pass (0: off).")
     ] = None,
     guidance_scale: Annotated[float | None, setting(G, "guidance_scale")] = None,
-    fast: Annotated[
-        bool,
-        typer.Option(
-            "--fast",
-            help="LCM sampler + LCM-LoRA (EASYPHOTO_LCM_LORA), 8 steps per pass: several times faster.",
-        ),
-    ] = False,
+    fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float16, bfloat16, float32.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
@@ -58,7 +57,10 @@ def generate(
         ),
     ] = False,
 ) -> None:
-    """Paint trained users into template photos (two diffusion passes); writes PNGs with their settings."""
+    """Paint trained users — or, with --photo, a person without training — into template photos.
+
+    Two diffusion passes per face; writes PNGs with their settings.
+    """
     from ..store import check_output_dir
     from ..workflows import generate_batch
 
@@ -71,15 +73,17 @@ def generate(
             before_fusion_ratio=before_fusion_ratio, after_fusion_ratio=after_fusion_ratio,
             apply_fusion_before=None if before_fusion_ratio is None else before_fusion_ratio > 0,
             apply_fusion_after=None if after_fusion_ratio is None else after_fusion_ratio > 0,
+            ip_adapter_scale=ip_adapter_scale,
         )
     )  # fmt: skip
     batch = generate_batch(
         [(p, str(p)) for p in template],
-        user_id,
+        user_id or [],
         cfg,
         out,
         model_config=model_config(base_model, device, dtype),
         keep_intermediates=save_intermediates,
+        photos=photo or None,
     )
     results = [_render(img, as_json) for img in batch.images]
     for err in batch.errors:

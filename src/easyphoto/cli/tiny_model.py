@@ -1,4 +1,4 @@
-"""``easyphoto tiny-model DIR``: a random SD1.5 folder with ControlNets, built offline."""
+"""``easyphoto tiny-model DIR``: a random SD1.5 folder with ControlNets and an IP-Adapter, built offline."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def tiny_model_command(
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
 ) -> None:
-    """Build a random SD1.5 folder with 4 ControlNets, offline (tests and smoke runs: --base-model DIR).
+    """A random SD1.5 folder with 4 ControlNets and an IP-Adapter, offline (for --base-model DIR).
 
     Refuses a non-empty ``DIR`` that is not already a model
     folder, so it never mixes files into unrelated data.
@@ -48,7 +48,8 @@ def tiny_model_command(
     kind = "full-size" if full_size else "tiny"
     size = folder_size(out_dir) / 1024**2
     print(
-        f"built a {kind} random SD1.5 model with 4 ControlNets in {out_dir} ({size:.0f} MB, "
+        f"built a {kind} random SD1.5 model with 4 ControlNets and an IP-Adapter in {out_dir} "
+        f"({size:.0f} MB, "
         f"{time.perf_counter() - start:.1f} s)"
     )
     print(f"use it with: --base-model {out_dir}   (or EASYPHOTO_BASE_MODEL={out_dir})")

@@ -53,12 +53,16 @@ def controlnet_inpaint(
     guidance_scale: float,
     seed: int,
     lcm: bool = False,
+    ip_embeds: Any = None,
+    ip_scale: float = 0.0,
 ) -> np.ndarray:
     """Repaint ``image`` inside ``mask`` guided by the ControlNets ``names``; returns RGB uint8 at its size.
 
     ``cache`` is a :class:`~easyphoto.diffusion.models.ModelCache` (its current LoRAs apply). diffusers
     runs ``int(steps × strength)`` steps: ``steps`` is raised so that at least one runs. ``lcm``: sample
-    with the LCM scheduler (the fast mode). The output is the raw diffusion result: pixels outside the
+    with the LCM scheduler (the fast mode). ``ip_embeds`` (a ``FaceEmbeds`` of :mod:`.ip_adapter`) at
+    ``ip_scale`` > 0: IP-Adapter face conditioning; once the adapter is in the UNet, a call without them
+    runs it at scale 0 (the plain output). The output is the raw diffusion result: pixels outside the
     mask went through the VAE too, so callers blend the input back there.
     """
     import cv2
@@ -69,9 +73,13 @@ def controlnet_inpaint(
 
     check_control_inputs(names, controls, scales)
     steps = max(int(steps), math.ceil(1.0 / max(strength, 1e-3)))
+    from .ip_adapter import face_adapter
+
     pipe = cache.inpaint_controlnet(names)
     if lcm:
         pipe.scheduler = cache.new_scheduler("lcm")
+    use_ip = ip_embeds is not None and ip_scale > 0
+    extra = face_adapter(cache).pipeline_kwargs(ip_embeds if use_ip else None, ip_scale, guidance_scale > 1)
     many = len(names) > 1
     h, w = image.shape[:2]
     out = pipe(
@@ -88,6 +96,7 @@ def controlnet_inpaint(
         width=w,
         generator=torch.Generator(device="cpu").manual_seed(int(seed)),
         output_type="np",
+        **extra,
     ).images[0]
     result = np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
     if result.shape[:2] != (h, w):

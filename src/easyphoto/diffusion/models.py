@@ -566,6 +566,7 @@ class ModelCache:
     def release(self) -> None:
         """Drop every loaded component and free GPU memory; the next use loads them again."""
         self._lora_host = None
+        self.__dict__.pop("_face_adapter", None)  # it lived in the host pipeline just dropped
         self._lora_key = None
         self.lora_weight = None
         self._user_adapters.clear()

@@ -1,7 +1,8 @@
 """Random Stable Diffusion 1.5 pipelines built offline: tiny ones for tests, full-size ones for benchmarks.
 
 :func:`build_tiny_model` writes a standard diffusers folder (``model_index.json``, ``unet/``, ``vae/``,
-``text_encoder/``, ``tokenizer/``, ``scheduler/``) plus ``controlnet/{canny,openpose,color,tile}/``.
+``text_encoder/``, ``tokenizer/``, ``scheduler/``) plus ``controlnet/{canny,openpose,color,tile}/`` and
+``ip_adapter/`` (:func:`write_ip_adapter`).
 Everything is random: the pictures are noise, but every shape, every code path and every file format is
 the real one, so commands run end to end with ``--base-model DIR`` in about a second per image.
 """
@@ -288,15 +289,75 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, full_size: bool = Fa
         net = _controlnet(parts["unet"], seed, i, full_size)
         net.save_pretrained(out / "controlnet" / name, safe_serialization=True)
         del net
+    write_ip_adapter(out / "ip_adapter", parts["unet"], seed=seed, full_size=full_size)
     return out
+
+
+#: Name of the IP-Adapter weights file (``h94/IP-Adapter``'s SD1.5 full-face adapter).
+IP_ADAPTER_FILE = "ip-adapter-full-face_sd15.safetensors"
+
+
+def write_ip_adapter(folder: str | Path, unet: Any, *, seed: int = 0, full_size: bool = False) -> Path:
+    """A random SD1.5 *full-face* IP-Adapter for ``unet``, laid out like ``h94/IP-Adapter``.
+
+    Writes ``models/image_encoder/`` (a ``CLIPVisionModelWithProjection``: ViT-H/14 at full size, a
+    2-layer ViT at tiny size) and ``models/ip-adapter-full-face_sd15.safetensors`` in the original key
+    layout (``image_proj.proj.{0,2,3}.*``, ``ip_adapter.<n>.to_{k,v}_ip.weight`` for the n-th
+    cross-attention, odd n) that diffusers' ``load_ip_adapter`` converts. The full-face projection
+    always reads 257 encoder tokens, so the tiny encoder sees 64 px in 4 px patches (16² + 1 tokens).
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    models = Path(folder) / "models"
+    gen = torch.Generator().manual_seed(seed * 1000 + 77)
+    if full_size:
+        vision = CLIPVisionConfig(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu",
+        )  # fmt: skip
+    else:
+        vision = CLIPVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            image_size=64, patch_size=4, projection_dim=32,
+        )  # fmt: skip
+    CLIPVisionModelWithProjection(vision).save_pretrained(models / "image_encoder", safe_serialization=True)
+    dim, cross = vision.hidden_size, unet.config.cross_attention_dim
+
+    def rand(*shape: int, std: float = 0.05) -> torch.Tensor:
+        return torch.randn(shape, generator=gen) * std
+
+    state = {
+        "image_proj.proj.0.weight": rand(dim, dim, std=dim**-0.5),
+        "image_proj.proj.0.bias": rand(dim, std=0.01),
+        "image_proj.proj.2.weight": rand(cross, dim, std=dim**-0.5),
+        "image_proj.proj.2.bias": rand(cross, std=0.01),
+        "image_proj.proj.3.weight": torch.ones(cross),
+        "image_proj.proj.3.bias": torch.zeros(cross),
+    }
+    key = 1
+    for name, module in unet.named_modules():
+        if name.endswith("attn2") and hasattr(module, "to_k"):
+            for proj in ("to_k", "to_v"):
+                weight = getattr(module, proj).weight
+                state[f"ip_adapter.{key}.{proj}_ip.weight"] = rand(
+                    *weight.shape, std=0.02 if full_size else 0.2
+                )
+            key += 2
+    models.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(models / IP_ADAPTER_FILE))
+    return Path(folder)
 
 
 __all__ = [
     "CONTROLNET_NAMES",
+    "IP_ADAPTER_FILE",
     "SD15_SCHEDULER",
     "build_tiny_model",
     "build_tiny_vocab",
     "tiny_components",
     "randomize_zero_convs",
+    "write_ip_adapter",
     "write_tiny_tokenizer",
 ]

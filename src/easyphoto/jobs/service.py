@@ -18,7 +18,7 @@ from typing import Any
 from ..config import ServerSettings, easyphoto_home, effective_config
 from ..errors import BadImageError, ConfigError, UserBusyError
 from ..store import validate_user_id
-from ..users import UserModel, delete_user, list_users
+from ..users import PHOTO_USER, UserModel, delete_user, list_users
 from .store import Job, JobNotFoundError, JobStore, log_tail
 
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -116,8 +116,9 @@ class JobService:
 
     # ------------------------------------------------------------------ submit
     def _store_uploads(
-        self, folder: Path, uploads: Sequence[Upload], prefix: str, what: str, limit: int
+        self, folder: Path, uploads: Sequence[Upload], prefix: str, what: str, limit: int, sub: str = ""
     ) -> list[dict[str, Any]]:
+        """Check and write ``uploads`` as ``inputs/[sub/]NN_label.ext``; their names, labels and sizes."""
         if not uploads:
             raise BadImageError(what, "no files were uploaded")
         if len(uploads) > limit:
@@ -126,7 +127,8 @@ class JobService:
         for i, up in enumerate(uploads):
             ext, size = check_image(up, self.limits)
             label = safe_label(up.name, f"{prefix}{i:02d}")
-            name = f"{i:02d}_{label}.{ext}"
+            name = f"{sub}/{i:02d}_{label}.{ext}" if sub else f"{i:02d}_{label}.{ext}"
+            (folder / "inputs" / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / "inputs" / name).write_bytes(up.data)
             stored.append({"file": name, "name": label, "width": size[0], "height": size[1]})
         return stored
@@ -197,12 +199,19 @@ class JobService:
         generate: dict[str, Any] | None = None,
         *,
         notes: Sequence[str] = (),
+        photos: Sequence[Upload] = (),
+        ip_image: Upload | None = None,
     ) -> Job:
-        """Validate user ids (trained), settings and templates, store the templates, queue a generation."""
+        """Validate user ids (trained), settings and templates, store the templates, queue a generation.
+
+        ``photos``: a person to paint without training, as the user ``"photo"`` (the default when no
+        user id is given). ``ip_image``: the face the IP-Adapter sees instead of each user's own.
+        """
         from ..workflows import check_generation
 
         gcfg = effective_config("generate", generate)
-        ids = check_generation(user_ids, gcfg, self.home)
+        named = [PHOTO_USER] if photos else []
+        ids = check_generation(list(user_ids) or named, gcfg, self.home, photo_users=named)
         uploads = list(templates)
         for name in library_templates:
             uploads.append(Upload(name=name, data=self.template_path(name).read_bytes()))
@@ -215,7 +224,12 @@ class JobService:
                 "generate": gcfg.to_dict(),
                 "notes": list(notes),
             }
-            first = next((u for u in ids if u.lower() != "none"), None)
+            if photos:
+                lim = self.limits.max_photos
+                params["photos"] = self._store_uploads(folder, photos, "person", "photos", lim, sub="photos")
+            if ip_image is not None:
+                params["ip_image"] = self._store_uploads(folder, [ip_image], "ip", "ip_image", 1, sub="ip")[0]
+            first = next((u for u in ids if u.lower() != "none" and u not in named), None)
             return self.store.submit(job_id, "generate", params, user_id=first)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

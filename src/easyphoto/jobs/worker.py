@@ -21,7 +21,7 @@ from typing import Any
 from ..config import ModelConfig, easyphoto_home
 from ..errors import EasyPhotoError
 from ..store import atomic_path, user_dir, validate_user_id
-from ..users import FACE_ID_FILE, has_checkpoint, work_dir
+from ..users import FACE_ID_FILE, PHOTO_USER, has_checkpoint, work_dir
 from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, Job, JobStore
 
 log = logging.getLogger("easyphoto.jobs")
@@ -267,8 +267,11 @@ class Worker:
             file_name=lambda i, name, _ids: f"portrait_{i:02d}_{name}.png",
             on_event=on_event,
             should_stop=lambda: self.should_stop(job.id),
+            photos=[folder / "inputs" / p["file"] for p in params.get("photos", [])] or None,
+            ip_image=folder / "inputs" / params["ip_image"]["file"] if params.get("ip_image") else None,
         )
-        for uid in dict.fromkeys(u for u in ids if u.lower() != "none"):
+        photo_users = {PHOTO_USER} if params.get("photos") else set()
+        for uid in dict.fromkeys(u for u in ids if u.lower() != "none" and u not in photo_users):
             face = user_dir(uid, self.home) / FACE_ID_FILE
             if face.is_file():
                 copy_atomic(face, files / f"face_id_{uid}.png")

@@ -166,10 +166,16 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
 
     @router.post("/v1/generate", status_code=202, response_model=JobAccepted, tags=["generation"])
     async def generate(
-        user_ids: list[str] = Form(
-            ..., description="User id per template face, left to right ('none' skips)."
+        user_ids: list[str] | None = Form(
+            None, description="User id per template face, left to right ('none' skips); with photos: 'photo'."
         ),
         templates: list[UploadFile] | None = File(None, description="Template photos."),
+        photos: list[UploadFile] | None = File(
+            None, description="No training: photos of the person, painted in as user 'photo' (IP-Adapter)."
+        ),
+        ip_image: UploadFile | None = File(
+            None, description="A face the IP-Adapter sees instead of each user's own (ip_adapter_scale > 0)."
+        ),
         template_names: list[str] | None = Form(
             None, description="Templates from the server's templates folder."
         ),
@@ -179,11 +185,16 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
             json_schema_extra=GENERATE_OPTIONS,
         ),
     ) -> JobAccepted:
-        """Queue a generation: templates × user ids; the job's result lists images and scores."""
-        ids = [u.strip() for item in user_ids for u in item.split(",") if u.strip()]
+        """Queue a generation: templates × user ids (or × photos of a person, no training); the job's
+        result lists images and scores."""
+        ids = [u.strip() for item in user_ids or [] for u in item.split(",") if u.strip()]
         uploads = await read_uploads(templates, limits, "template")
+        people = await read_uploads(photos, limits, "photo") if photos else []
+        ip = (await read_uploads([ip_image], limits, "ip_image"))[0] if ip_image is not None else None
         job = await run_in_threadpool(
-            service.submit_generate, ids, uploads, list(template_names or []), parse_options(options)
+            lambda: service.submit_generate(
+                ids, uploads, list(template_names or []), parse_options(options), photos=people, ip_image=ip
+            )
         )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
 

@@ -1,5 +1,6 @@
-"""The Generate tab: pick trained users and templates (uploaded or from the templates folder), start a
-generation job, watch it and see the portraits with their similarity scores."""
+"""The Generate tab: pick trained users — or give photos of a person to try it without training — and
+templates (uploaded or from the templates folder), start a generation job, watch it and see the
+portraits with their similarity scores."""
 
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,23 @@ class GenerateTab(Tab):
         self,
         request: gr.Request,
         users: list[str] | None,
+        person: list[str] | None,
         files: list[str] | None,
         library: list[str] | None,
         *values: Any,
     ):
         code = self.code(request)
-        if not users:
+        if not users and not person:
             raise gr.Error(t("err.no_users", code), print_exception=False)
         if not files and not library:
             raise gr.Error(t("err.no_templates", code), print_exception=False)
         try:
             uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files or []]
+            photos = [Upload(Path(f).name, Path(f).read_bytes()) for f in person or []]
             settings = form_values(GenerateConfig, GENERATE_FIELDS, values)
-            job = self.service.submit_generate(list(users), uploads, list(library or []), settings)
+            job = self.service.submit_generate(
+                list(users or []), uploads, list(library or []), settings, photos=photos
+            )
         except EasyPhotoError as exc:
             raise self.error(exc, code) from None
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
@@ -104,6 +109,10 @@ class GenerateTab(Tab):
                         elem_id="gen-users",
                     )  # fmt: skip
                     users_refresh = gr.Button(L("gen.refresh"), scale=1, elem_id="gen-users-refresh")
+                person = gr.File(
+                    label=L("gen.photos"), file_count="multiple", file_types=["image"], type="filepath",
+                    elem_id="gen-photos",
+                )  # fmt: skip
                 templates = gr.File(
                     label=L("gen.templates"), file_count="multiple", file_types=["image"], type="filepath",
                     elem_id="gen-templates",
@@ -128,7 +137,7 @@ class GenerateTab(Tab):
         users_refresh.click(self.refresh_users, None, [users])
         library_refresh.click(self.refresh_templates, None, [library])
         outputs = [job, timer, progress, status, results, downloads]
-        start.click(self.start, [users, templates, library, *inputs], outputs)
+        start.click(self.start, [users, person, templates, library, *inputs], outputs)
         polled = [progress, status, results, downloads, timer]
         timer.tick(self.poll, [job], polled, show_progress="hidden")
         cancel.click(self.cancel, [job], [timer])

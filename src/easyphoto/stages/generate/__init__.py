@@ -31,7 +31,7 @@ import numpy as np
 from ...config import TRIGGER_CAPTION, GenerateConfig, ModelConfig, easyphoto_home
 from ...errors import ConfigError, NoFaceError
 from ...imageio import ImageSource, load_image
-from ...users import UserModel, lora_mtime
+from ...users import IP_EMBEDS_FILE, PHOTO_USER, UserModel, lora_mtime
 from .controls import CONTROLS, ControlInputs, check_controlnets, control_images
 from .portrait import FaceScore, Portrait, read_png_params
 from .regions import FaceCrop, crop_face_region, inpaint_mask, refine_mask, reinhard_face, round8
@@ -39,11 +39,17 @@ from .regions import FaceCrop, crop_face_region, inpaint_mask, refine_mask, rein
 log = logging.getLogger("easyphoto.generate")
 
 SKIP = "none"
+#: IP-Adapter scale for a user given as photos only, when ``ip_adapter_scale`` is unset (GenerateConfig).
+PHOTO_IP_SCALE = 0.7
 
 
 @dataclass
 class PortraitUser:
-    """A user as generation needs them: LoRA, reference face and identity."""
+    """A user as generation needs them: LoRA, reference face and identity.
+
+    ``photo_only``: given as photos, no LoRA (identity from fusion and the IP-Adapter). ``folder``: the
+    user model's folder, where the IP-Adapter embeddings of the reference face are cached.
+    """
 
     user_id: str
     lora: Path | None  # None: the LoRA is already active on the cache's modules (training validation)
@@ -51,6 +57,9 @@ class PortraitUser:
     ref_face: Any
     embedding: np.ndarray
     base_model: str | None = None
+    photo_only: bool = False
+    folder: Path | None = None
+    ip_embeds: Any = None
 
 
 def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> PortraitUser:
@@ -63,8 +72,33 @@ def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> Portrait
     embedding = model.embedding()
     return PortraitUser(
         user_id, model.lora_path, ref, face, embedding if embedding is not None else face.embedding,
-        model.meta.base_model,
+        model.meta.base_model, folder=model.path,
     )  # fmt: skip
+
+
+def photo_user(photos: Sequence[ImageSource], analyzer: Any, name: str = PHOTO_USER) -> PortraitUser:
+    """A user given as one or more photos, no training: the largest face of each photo; the largest of
+    all is the reference, the identity is the mean of their embeddings.
+
+    Raises :class:`NoFaceError` naming the photo without a face, :class:`BadImageError` for one that
+    cannot be read.
+    """
+    if not photos:
+        raise ConfigError("give at least one photo of the person")
+    best: tuple[np.ndarray, Any] | None = None
+    embeddings = []
+    for i, src in enumerate(photos):
+        label = str(src) if isinstance(src, (str, Path)) else f"photo {i + 1}"
+        image = load_image(src, name=label)
+        face = analyzer.largest(image)
+        if face is None:
+            raise NoFaceError(label, "no face found in this photo (a clear, front-facing photo works best)")
+        embeddings.append(face.embedding)
+        if best is None or face.area > best[1].area:
+            best = (image, face)
+    assert best is not None
+    mean = np.mean(embeddings, axis=0).astype(np.float32)
+    return PortraitUser(name, None, best[0], best[1], mean, photo_only=True)
 
 
 class PortraitGenerator:
@@ -85,9 +119,29 @@ class PortraitGenerator:
         self.analyzer = analyzer or FaceAnalyzer()
         self.home = home
         self._users: dict[str, tuple[float, PortraitUser]] = {}
+        #: Users given as photos (:meth:`add_photo_user`), by name: they win over trained users.
+        self.photo_users: dict[str, PortraitUser] = {}
+        #: The IP-Adapter's reference face for every user instead of their own (:meth:`set_ip_image`).
+        self.ip_reference: PortraitUser | None = None
+
+    def set_ip_image(self, image: ImageSource | None) -> None:
+        """Condition the IP-Adapter on the largest face of ``image`` for every user (EasyPhoto's
+        ``ipa_image``); ``None``: each user's own reference face. :class:`NoFaceError` without a face."""
+        if image is None:
+            self.ip_reference = None
+            return
+        self.ip_reference = photo_user([image], self.analyzer, "ip_image")
+
+    def add_photo_user(self, photos: Sequence[ImageSource], name: str = PHOTO_USER) -> PortraitUser:
+        """Register a user given as photos only under ``name`` (see :func:`photo_user`)."""
+        user = photo_user(photos, self.analyzer, name)
+        self.photo_users[name] = user
+        return user
 
     def user(self, user_id: str) -> PortraitUser:
         """A trained user's assets (cached until their LoRA file changes: a retrained user reloads)."""
+        if user_id in self.photo_users:
+            return self.photo_users[user_id]
         mtime = lora_mtime(user_id, self.home)
         hit = self._users.get(user_id)
         if hit is None or hit[0] != mtime:
@@ -108,7 +162,7 @@ class PortraitGenerator:
     # -- one diffusion pass ------------------------------------------------------------------------
     def _diffuse(
         self, names: Sequence[str], inputs: ControlInputs, mask: np.ndarray, cfg: GenerateConfig,
-        second: bool, seed: int, clock: _Clock,
+        second: bool, seed: int, clock: _Clock, ip: tuple[Any, float] = (None, 0.0),
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
         """Draw the controls and repaint ``inputs.image`` inside ``mask``; the input is kept outside it
         (blended at the edge). Returns the result and the control images by name."""
@@ -127,7 +181,7 @@ class PortraitGenerator:
             steps=steps, strength=cfg.second_denoise if second else cfg.first_denoise,
             prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
             guidance_scale=cfg.fast_guidance_scale if cfg.fast else cfg.guidance_scale,
-            seed=seed, lcm=cfg.fast,
+            seed=seed, lcm=cfg.fast, ip_embeds=ip[0], ip_scale=ip[1],
         )  # fmt: skip
         h, w = image.shape[:2]
         alpha = feather(mask, max(2.0, 0.01 * max(h, w)))[..., None]
@@ -156,9 +210,13 @@ class PortraitGenerator:
         clock.tick("analysis")
         if user.lora is not None:
             self.cache.set_lora(user.lora, cfg.lora_weight)
+        elif user.photo_only:
+            self.cache.set_lora(None)
         self.cache.set_fast(cfg.fast)
-        first = self._first_pass(crop, mask1, user, cfg, seed, clock, keep)
-        refined = self._second_pass(crop, first, user, cfg, seed + 1, clock, keep)
+        ip = self._ip_adapter(user, cfg)
+        clock.tick("ip_adapter")
+        first = self._first_pass(crop, mask1, user, cfg, seed, clock, keep, ip)
+        refined = self._second_pass(crop, first, user, cfg, seed + 1, clock, keep, ip)
         if cfg.color_shift_last:
             refined = reinhard_face(refined, crop.image, mask1)
         out = _paste_back(template, crop, refined, mask1, face, cfg)
@@ -169,9 +227,43 @@ class PortraitGenerator:
         clock.tick("score")
         return out, score
 
+    def _ip_adapter(self, user: PortraitUser, cfg: GenerateConfig) -> tuple[Any, float]:
+        """The user's IP-Adapter embeddings and scale (``(None, 0.0)``: the adapter is not used).
+
+        The reference face (the user's, or :attr:`ip_reference`) is encoded once per user and adapter:
+        kept on the user, and for a trained user in their folder (``ip_embeds.safetensors``), so a later
+        process does not encode it again.
+        """
+        scale = cfg.ip_adapter_scale
+        if scale is None:
+            scale = PHOTO_IP_SCALE if user.photo_only else 0.0
+        if scale <= 0:
+            return None, 0.0
+        from ...diffusion.ip_adapter import FaceEmbeds, face_adapter
+        from ...face.geometry import crop_face
+
+        adapter = face_adapter(self.cache)
+        adapter.load()
+        user = self.ip_reference or user
+        if user.ip_embeds is not None and user.ip_embeds.adapter == adapter.name:
+            return user.ip_embeds, scale
+        cached = user.folder / IP_EMBEDS_FILE if user.folder is not None else None
+        found = FaceEmbeds.from_file(cached) if cached is not None and cached.is_file() else None
+        if found is None or found.adapter != adapter.name:
+            face = user.ref_face
+            crop, _ = crop_face(user.ref_image, face.box, 224, ratio=1.5, roll=face.roll)
+            found = adapter.encode(crop)
+            if cached is not None:
+                try:
+                    found.to_file(cached)
+                except OSError as exc:  # a read-only user folder costs one encode per process
+                    log.warning("could not cache IP-Adapter embeddings in %s: %s", cached, exc)
+        user.ip_embeds = found
+        return found, scale
+
     def _first_pass(
         self, crop: FaceCrop, mask: np.ndarray, user: PortraitUser, cfg: GenerateConfig, seed: int,
-        clock: _Clock, keep: dict[str, np.ndarray],
+        clock: _Clock, keep: dict[str, np.ndarray], ip: tuple[Any, float] = (None, 0.0),
     ) -> np.ndarray:  # fmt: skip
         """Fuse, draw the controls, inpaint with the user's LoRA; colour-match toward the template."""
         from ...face.fusion import fuse_face
@@ -183,7 +275,7 @@ class PortraitGenerator:
             fused = fuse_face(base, crop.face, user.ref_image, user.ref_face, cfg.before_fusion_ratio).image
         clock.tick("fusion")
         inputs = ControlInputs(fused, replace_face_points(crop.face, user.ref_face))
-        first, controls = self._diffuse(cfg.first_controlnets, inputs, mask, cfg, False, seed, clock)
+        first, controls = self._diffuse(cfg.first_controlnets, inputs, mask, cfg, False, seed, clock, ip)
         keep.update(crop=base, fused=fused, mask=mask, **controls)
         clock.tick("first_diffusion")
         keep["first"] = first
@@ -191,7 +283,7 @@ class PortraitGenerator:
 
     def _second_pass(
         self, crop: FaceCrop, first: np.ndarray, user: PortraitUser, cfg: GenerateConfig, seed: int,
-        clock: _Clock, keep: dict[str, np.ndarray],
+        clock: _Clock, keep: dict[str, np.ndarray], ip: tuple[Any, float] = (None, 0.0),
     ) -> np.ndarray:  # fmt: skip
         """Fuse again and refine at ``second_scale`` × inside the ring + eyes + mouth mask."""
         import cv2
@@ -216,7 +308,7 @@ class PortraitGenerator:
         keep.update(fused_again=again, refine_mask=mask2)
         pose = replace_face_points(crop.face, user.ref_face) * scale
         second, _ = self._diffuse(
-            cfg.second_controlnets, ControlInputs(big, pose), mask2, cfg, True, seed, clock
+            cfg.second_controlnets, ControlInputs(big, pose), mask2, cfg, True, seed, clock, ip
         )
         refined = cv2.resize(second, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W2, H2) else second
         clock.tick("second_diffusion")
@@ -293,7 +385,9 @@ class PortraitGenerator:
             "seed": seed,
             "base_model": str(self.cache.config.base_model),
             "controlnets": {n: self.cache.controlnet_source(n) for n in nets},
-            "loras": {u: str(m.lora) for u, m in users.items()},
+            "loras": {u: (None if m.photo_only else str(m.lora)) for u, m in users.items()},
+            "photo_users": sorted(u for u, m in users.items() if m.photo_only),
+            "ip_adapter": {u: m.ip_embeds.adapter for u, m in users.items() if m.ip_embeds is not None},
             "lcm_lora": self.cache.config.lcm_lora if cfg.fast else None,
             "config": cfg.to_dict() | {"seed": seed},
         }
@@ -411,6 +505,7 @@ __all__ = [
     "generate",
     "inpaint_mask",
     "load_user",
+    "photo_user",
     "read_png_params",
     "refine_mask",
 ]

@@ -245,6 +245,7 @@ class _Run:
         self, ds_dir: Path, saved: TrainingState | None, model_config: Any, cache: Any, analyzer: Any
     ) -> None:
         """Data, models, the extra validation and the trainer; raises before anything is written."""
+        from ...diffusion.ip_adapter import unload_face_adapter
         from ...diffusion.lora_trainer import LoraTrainer
         from ...diffusion.models import ModelCache
         from ...face.analyzer import FaceAnalyzer
@@ -252,6 +253,7 @@ class _Run:
         self.data = load_training_data(ds_dir)
         self.max_steps = saved.max_steps if saved else resolve_max_steps(self.cfg, len(self.data))
         self.cache = cache if cache is not None else ModelCache(model_config or ModelConfig())
+        unload_face_adapter(self.cache)  # a worker's cache may hold it from a portrait: train the plain UNet
         self.analyzer = analyzer or FaceAnalyzer()
         if self.extra is not None:  # fail before training, not at the first validation
             self.extra.prepare(self.data, self.cache, self.analyzer, self.wdir)
