@@ -550,4 +550,17 @@ def test_token_bind_and_docs(tmp_path: Path) -> None:
         "/easyphoto/easyphoto_infer_forward",
     ):
         assert path in schema["paths"]
-    assert open_app.get("/docs").status_code == 200
+    # /docs and /redoc work offline: every script and style they load comes from this server
+    import re
+
+    for page in ("/docs", "/redoc"):
+        r = open_app.get(page)
+        assert r.status_code == 200, page
+        external = re.findall(r"""(?:src|href)=["']?(https?:|//)""", r.text)
+        assert external == [], f"{page} loads from another host: {external}"
+        assets = re.findall(r"""["'](/docs-assets/[^"']+)["']""", r.text)
+        assert assets, page
+        for asset in assets:
+            got = open_app.get(asset)
+            assert got.status_code == 200 and len(got.content) > 1000, asset
+    assert "/docs-assets" not in json.dumps(schema["paths"])

@@ -95,3 +95,17 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             Path(out).mkdir(parents=True, exist_ok=True)
             for shot in shots:
                 shutil.copy(shot, Path(out) / shot.name)
+
+
+def test_internal_ui_handlers_are_not_offered_as_an_api(tmp_path: Path) -> None:
+    """Gradio's "Use via API" lists nothing: the UI's handlers are private (programs use /v1)."""
+    from fastapi.testclient import TestClient
+
+    from easyphoto.config import ServerSettings
+    from easyphoto.server.app import create_app
+
+    client = TestClient(create_app(ServerSettings(home=tmp_path, start_workers=False)))
+    info = client.get("/gradio_api/info").json()
+    assert info == {"named_endpoints": {}, "unnamed_endpoints": {}}
+    config = client.get("/config").json()
+    assert len(config["dependencies"]) >= 14  # the handlers exist: they are only hidden

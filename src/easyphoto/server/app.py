@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..config import ServerSettings
 from ..jobs import JobService, Limits, WorkerSupervisor
 from . import compat, routes
+from .docs import add_docs
 from .errors import install_error_handlers
 from .security import (
     SESSION_COOKIE,
@@ -75,7 +76,8 @@ def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist |
         title="EasyPhoto",
         version=__version__,
         description="Train a face LoRA from a few photos and paint yourself into template photos.",
-        docs_url="/docs",
+        docs_url=None,  # served by add_docs from local assets (works offline)
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.service = service
@@ -97,6 +99,7 @@ def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist |
     _add_login(app, settings, throttle)
     app.include_router(routes.build_router(service, settings, supervisor))
     app.include_router(compat.build_router(service, settings))
+    add_docs(app)
     if settings.ui:  # must come last
         from .webui import mount_ui
 

@@ -25,6 +25,7 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
+    from .common import API
     from .generate_tab import GenerateTab
     from .models_tab import ModelsTab
     from .train_tab import TrainTab
@@ -45,8 +46,8 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
             with gr.Tab(label("tab.models"), id="models", elem_id="tab-models"):
                 models = ModelsTab(gr, service, lang, label)
                 table, pick = models.layout()
-        demo.load(models.table, None, [table, pick])
-        demo.load(generate.refresh_users, None, [users])
+        demo.load(models.table, None, [table, pick], api_visibility=API)
+        demo.load(generate.refresh_users, None, [users], api_visibility=API)
     return demo, i18n
 
 

@@ -14,6 +14,10 @@ import annotated_types
 from ..errors import public_message
 from ..i18n import pick_language, t
 
+#: Every event handler is the UI's own: hidden from Gradio's "Use via API" and from its client
+#: libraries (programs use the HTTP API under /v1, which validates and queues the same way).
+API = "private"
+
 #: Settings shown as multi-line text boxes.
 LONG_TEXT = {"prompt", "negative_prompt", "validation_prompt", "validation_negative_prompt"}
 

@@ -12,7 +12,7 @@ from ...errors import EasyPhotoError
 from ...jobs import FINISHED, Upload
 from ..errors import public_message
 from ..i18n import t
-from .common import Tab, form_values, input_for, progress_html, status_line
+from .common import API, Tab, form_values, input_for, progress_html, status_line
 
 GENERATE_FIELDS = list(GenerateConfig.model_fields)
 
@@ -134,13 +134,13 @@ class GenerateTab(Tab):
                 status = gr.Markdown(elem_id="gen-status")
                 results = gr.Gallery(label=L("gen.results"), columns=2, height="auto", elem_id="gen-results")
                 downloads = gr.File(label=L("gen.downloads"), file_count="multiple", elem_id="gen-downloads")
-        users_refresh.click(self.refresh_users, None, [users])
-        library_refresh.click(self.refresh_templates, None, [library])
+        users_refresh.click(self.refresh_users, None, [users], api_visibility=API)
+        library_refresh.click(self.refresh_templates, None, [library], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
-        start.click(self.start, [users, person, templates, library, *inputs], outputs)
+        start.click(self.start, [users, person, templates, library, *inputs], outputs, api_visibility=API)
         polled = [progress, status, results, downloads, timer]
-        timer.tick(self.poll, [job], polled, show_progress="hidden")
-        cancel.click(self.cancel, [job], [timer])
+        timer.tick(self.poll, [job], polled, show_progress="hidden", api_visibility=API)
+        cancel.click(self.cancel, [job], [timer], api_visibility=API)
         return users
 
 

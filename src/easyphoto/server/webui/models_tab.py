@@ -7,7 +7,7 @@ import gradio as gr
 
 from ...errors import EasyPhotoError
 from ..i18n import t
-from .common import Tab
+from .common import API, Tab
 
 
 class ModelsTab(Tab):
@@ -76,9 +76,9 @@ class ModelsTab(Tab):
                 delete = gr.Button(L("models.delete"), variant="stop", elem_id="models-delete")
             with gr.Column():
                 face = gr.Image(label=L("models.face"), type="filepath", interactive=False)
-        refresh.click(self.table, None, [table, pick])
-        pick.change(self.pick, [pick], [face, lora, link])
-        delete.click(self.delete, [pick, confirm], [table, pick, confirm])
+        refresh.click(self.table, None, [table, pick], api_visibility=API)
+        pick.change(self.pick, [pick], [face, lora, link], api_visibility=API)
+        delete.click(self.delete, [pick, confirm], [table, pick, confirm], api_visibility=API)
         return table, pick
 
 

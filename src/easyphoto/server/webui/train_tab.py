@@ -11,7 +11,7 @@ from ...errors import EasyPhotoError
 from ...jobs import FINISHED, INTERRUPTED, Upload
 from ..errors import public_message
 from ..i18n import t
-from .common import Tab, form_values, input_for, progress_html, status_line
+from .common import API, Tab, form_values, input_for, progress_html, status_line
 
 #: Settings of the advanced accordion (server file paths are the operator's business, not a form field).
 TRAIN_FIELDS = [n for n in TrainConfig.model_fields if n != "validation_templates"]
@@ -119,11 +119,16 @@ class TrainTab(Tab):
                     label=L("train.log"), lines=8, max_lines=16, autoscroll=True, interactive=False,
                     elem_id="train-log",
                 )  # fmt: skip
-        start.click(self.start, [photos, user_id, retouch, *inputs], [job, timer, progress, status])
+        start.click(
+            self.start,
+            [photos, user_id, retouch, *inputs],
+            [job, timer, progress, status],
+            api_visibility=API,
+        )
         outputs = [progress, status, log, sheet, validation, timer]
-        timer.tick(self.poll, [job], outputs, show_progress="hidden")
-        cancel.click(self.cancel, [job], [timer])
-        resume.click(self.resume, [job], [timer])
+        timer.tick(self.poll, [job], outputs, show_progress="hidden", api_visibility=API)
+        cancel.click(self.cancel, [job], [timer], api_visibility=API)
+        resume.click(self.resume, [job], [timer], api_visibility=API)
 
 
 __all__ = ["TRAIN_FIELDS", "TrainTab"]
