@@ -147,3 +147,27 @@ def test_train_then_generate_from_the_command_line(
     }
     with Image.open(Path(result["intermediates"]) / "00_face0_crop.png") as crop:
         assert min(crop.size) == 96
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "prepare", "serve", "models download"])
+def test_help_is_plain_and_whole_at_100_columns(command: str, capsys, monkeypatch) -> None:
+    """No Typer type placeholders (<int>, <bool>, <list[Path]>), and no option cut off at 100 columns."""
+    import re
+
+    from easyphoto.cli import app, main
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("TERM", "dumb")
+    assert main([*command.split(), "--help"]) == 0
+    text = capsys.readouterr().out
+    assert not re.search(r"<(int|float|bool|str|path|list\[\w+\])>", text), text
+    assert "…" not in text, text
+    import typer
+
+    cmd = typer.main.get_command(app)
+    for part in command.split():
+        cmd = cmd.commands[part]
+    for param in cmd.params:
+        for opt in param.opts:
+            if opt.startswith("--"):
+                assert opt in text, f"{opt} missing from `easyphoto {command} --help`"

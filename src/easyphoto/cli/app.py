@@ -92,6 +92,40 @@ def _main(
     """EasyPhoto: train a face LoRA from a few photos and paint yourself into template photos."""
 
 
+#: Placeholders shown in help for each value type (Typer's own are ``<int>``, ``<list[Path]>``…).
+_METAVARS = {"int": "N", "float": "NUMBER", "Path": "PATH", "str": "TEXT"}
+
+
+def _readable_help(command: Any) -> Any:
+    """Plain placeholders in ``--help``: none for on/off flags, ``N`` / ``NUMBER`` / ``PATH`` / ``TEXT``
+    for values (``PATH...`` for several), choices as their list. Applied to the whole click tree."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) or param.name == "help":
+            label = ""
+        elif getattr(param, "type_descriptor", None) is None or param.type_descriptor.is_choice:
+            continue
+        else:
+            bare = param.bare_type()
+            many = bare.startswith("list[")
+            label = _METAVARS.get(bare.removeprefix("list[").removesuffix("]"))
+            if label is None:
+                continue
+            label += "..." if many and param.param_type_name == "argument" else ""
+        param.display_type_rich = lambda ctx, label=label: label  # noqa: ARG005  (Typer's hook)
+    make_help = command.get_help_option  # --help is made per call, not kept in ``params``
+
+    def help_option(ctx: Any, make: Any = make_help) -> Any:
+        option = make(ctx)
+        if option is not None:
+            option.display_type_rich = lambda ctx: ""  # noqa: ARG005
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _readable_help(sub)
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``easyphoto`` console script. Returns the exit status.
 
@@ -102,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     try:
-        result = app(args=args, prog_name="easyphoto", standalone_mode=False)
+        command = _readable_help(typer.main.get_command(app))
+        result = command.main(args=args, prog_name="easyphoto", standalone_mode=False)
     except typer.Abort:
         echo_error("interrupted")
         return 130

@@ -43,6 +43,9 @@ def tiny_model_command(
             raise ConfigError(
                 f"--full-size needs about 11 GB free on disk, only {free / 1024**3:.1f} GB left"
             )
+    from ..diffusion.sources import quiet_libraries
+
+    quiet_libraries()  # no "Writing model shards" bars, no torchvision notices
     start = time.perf_counter()
     build_tiny_model(out_dir, seed=seed, full_size=full_size)
     kind = "full-size" if full_size else "tiny"
