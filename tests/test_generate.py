@@ -222,3 +222,20 @@ def test_fast_mode_stacks_lcm_lora_and_switches_back_exactly(
     cond = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(cache.unet(x, 5, cond).sample, plain.unet(x, 5, cond).sample)
+
+
+def test_generation_reports_each_face_pass_and_step(gen: PortraitGenerator, astronaut: np.ndarray) -> None:
+    events: list[dict] = []
+    gen.generate(astronaut, ["alice"], FAST, on_event=events.append)
+    faces = [e for e in events if e["type"] == "face"]
+    assert len(faces) == 1 and (faces[0]["face"], faces[0]["of"]) == (1, 1)
+    steps = [(e["pass"], e["step"], e["steps"]) for e in events if e["type"] == "step"]
+    first = [s for s in steps if s[0] == "first"]
+    second = [s for s in steps if s[0] == "second"]
+    n1, n2 = (
+        int(FAST.first_steps * FAST.first_denoise) or 1,
+        int(FAST.second_steps * FAST.second_denoise) or 1,
+    )
+    assert [s[1] for s in first] == list(range(1, n1 + 1)) and {s[2] for s in first} == {n1}
+    assert [s[1] for s in second] == list(range(1, n2 + 1)) and {s[2] for s in second} == {n2}
+    assert gen._on_event is None  # not kept after the call

@@ -277,3 +277,52 @@ def test_concurrent_trainings_of_one_user_queue_once(tmp_path: Path) -> None:
     assert all(e.job_id == queued[0].id and queued[0].id in str(e) for e in busy)
     assert queued[0].user_id == "alice"
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == [queued[0].id]  # no stray folders
+
+
+def test_generation_progress_goes_template_face_pass_step_and_only_forward() -> None:
+    """What the Jobs panel and the Generate tab show while a portrait is made (not just 'Template 1/1')."""
+    from easyphoto.jobs.worker import GenerateProgress
+
+    tracker = GenerateProgress(templates=2, min_interval_s=0.0)
+    events = [{"type": "template", "index": 0, "total": 2, "name": "a"}]
+    for face in (1, 2):
+        events.append({"type": "face", "face_index": face - 1, "face": face, "of": 2})
+        events += [{"type": "step", "pass": "first", "step": k, "steps": 4} for k in range(1, 5)]
+        events += [{"type": "step", "pass": "second", "step": k, "steps": 2} for k in range(1, 3)]
+    events += [{"type": "portrait", "index": 0}, {"type": "template", "index": 1, "total": 2, "name": "b"}]
+    seen = [p for p in (tracker.update(e) for e in events) if p is not None]
+    fractions = [p["fraction"] for p in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 0.5
+    mid = seen[5]  # face 1, last first-pass step
+    assert (mid["template"], mid["face"], mid["faces"], mid["pass"], mid["step"], mid["steps"]) == (
+        1,
+        1,
+        2,
+        "first",
+        4,
+        4,
+    )
+    assert mid["fraction"] == pytest.approx(0.75 / 2 / 2)
+    assert seen[-1]["template"] == 2 and seen[-1]["face"] is None
+    # the throttle drops intermediate steps, never the last one of a pass
+    slow = GenerateProgress(templates=1, min_interval_s=60.0)
+    slow.update({"type": "face", "face": 1, "of": 1})
+    kept = [slow.update({"type": "step", "pass": "first", "step": k, "steps": 5}) for k in range(1, 6)]
+    assert kept[0] is not None and kept[1:4] == [None, None, None] and kept[4]["step"] == 5
+
+
+def test_cli_progress_lines_without_a_terminal() -> None:
+    import io
+
+    from easyphoto.cli.generate import ProgressPrinter
+
+    out = io.StringIO()
+    show = ProgressPrinter(out)
+    show({"type": "template", "index": 0, "total": 1, "name": "t.jpg"})
+    show({"type": "face", "face": 1, "of": 1})
+    for k in (1, 2, 3):
+        show({"type": "step", "pass": "first", "step": k, "steps": 3})
+    assert out.getvalue().splitlines() == [
+        "template 1/1: t.jpg",
+        "template 1/1 · face 1/1 · first pass · step 3/3",
+    ]

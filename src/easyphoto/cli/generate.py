@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +85,7 @@ def generate(
         model_config=model_config(base_model, device, dtype),
         keep_intermediates=save_intermediates,
         photos=photo or None,
+        on_event=None if as_json else ProgressPrinter(),
     )
     results = [_render(img, as_json) for img in batch.images]
     for err in batch.errors:
@@ -93,6 +95,40 @@ def generate(
         typer.echo(json.dumps(results, indent=2))
     if batch.errors:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+class ProgressPrinter:
+    """Generation progress on stderr: ``template 1/2 · face 1/1 · first pass · step 5/22``, redrawn in
+    place on a terminal; elsewhere (logs, pipes) one line per template and per finished pass."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.where = ""
+        self.width = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "template":
+            self.where = f"template {event['index'] + 1}/{event['total']}"
+            self._line(f"{self.where}: {event.get('name', '')}", final=True)
+        elif kind == "face":
+            self.where = self.where.split(" · ")[0] + f" · face {event.get('face', 1)}/{event.get('of', 1)}"
+        elif kind == "step":
+            done = event["step"] == event["steps"]
+            text = f"{self.where} · {event['pass']} pass · step {event['step']}/{event['steps']}"
+            if self.tty or done:
+                self._line(text, final=done and not self.tty)
+        elif kind == "portrait" and self.tty:
+            self._line("", final=False)
+
+    def _line(self, text: str, final: bool) -> None:
+        if self.tty:
+            self.stream.write("\r" + text.ljust(self.width) + ("\n" if final else ""))
+            self.width = 0 if final else len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
 
 
 def _render(img: dict[str, Any], as_json: bool) -> dict[str, Any]:

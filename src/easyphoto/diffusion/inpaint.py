@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ def controlnet_inpaint(
     lcm: bool = False,
     ip_embeds: Any = None,
     ip_scale: float = 0.0,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Repaint ``image`` inside ``mask`` guided by the ControlNets ``names``; returns RGB uint8 at its size.
 
@@ -62,8 +63,9 @@ def controlnet_inpaint(
     runs ``int(steps × strength)`` steps: ``steps`` is raised so that at least one runs. ``lcm``: sample
     with the LCM scheduler (the fast mode). ``ip_embeds`` (a ``FaceEmbeds`` of :mod:`.ip_adapter`) at
     ``ip_scale`` > 0: IP-Adapter face conditioning; once the adapter is in the UNet, a call without them
-    runs it at scale 0 (the plain output). The output is the raw diffusion result: pixels outside the
-    mask went through the VAE too, so callers blend the input back there.
+    runs it at scale 0 (the plain output). ``on_step(k, n)`` is called after each of the ``n`` steps.
+    The output is the raw diffusion result: pixels outside the mask went through the VAE too, so callers
+    blend the input back there.
     """
     import cv2
     import torch
@@ -80,6 +82,14 @@ def controlnet_inpaint(
         pipe.scheduler = cache.new_scheduler("lcm")
     use_ip = ip_embeds is not None and ip_scale > 0
     extra = face_adapter(cache).pipeline_kwargs(ip_embeds if use_ip else None, ip_scale, guidance_scale > 1)
+    if on_step is not None:
+        total = max(1, min(int(steps * strength), int(steps)))  # the steps img2img runs at this strength
+
+        def step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            on_step(min(i + 1, total), total)
+            return kwargs
+
+        extra["callback_on_step_end"] = step_end
     many = len(names) > 1
     h, w = image.shape[:2]
     out = pipe(

@@ -259,6 +259,16 @@ class JobStore:
             (job_id, now, str(event.get("type", "")), json.dumps(event, default=str)),
         )
 
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        """Merge ``progress`` into the job's progress without recording an event (per-step updates)."""
+        with self._tx(immediate=True) as db:
+            row = db.execute("SELECT progress FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            merged = {**(json.loads(row["progress"] or "{}") if row else {}), **progress}
+            db.execute(
+                "UPDATE jobs SET progress = ?, updated = ? WHERE id = ?",
+                (json.dumps(merged, default=str), time.time(), job_id),
+            )
+
     def add_event(self, job_id: str, event: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
         """Record a progress event; ``progress`` (if given) is merged into the job's progress."""
         now = time.time()

@@ -66,6 +66,12 @@ EN: dict[str, str] = {
     "msg.trained": "User model **{user}** is ready: best face-ID score {score}",
     "msg.generated": "{n} portrait(s) made",
     "msg.template": "Template {template}/{templates}",
+    "msg.gen_face": "Template {template}/{templates} · face {face}/{faces}",
+    "msg.gen_step": (
+        "Template {template}/{templates} · face {face}/{faces} · {pass_name} · step {step}/{steps}"
+    ),
+    "pass.first": "first pass",
+    "pass.second": "refining pass",
     "msg.resumable": "A checkpoint was kept: press Resume to continue.",
     "msg.deleted": "Deleted {user}.",
     "msg.confirm_delete": "Tick the confirmation box first.",
@@ -133,6 +139,10 @@ ZH: dict[str, str] = {
     "msg.trained": "用户模型 **{user}** 已就绪：最佳人脸相似度 {score}",
     "msg.generated": "已生成 {n} 张照片",
     "msg.template": "模板 {template}/{templates}",
+    "msg.gen_face": "模板 {template}/{templates} · 人脸 {face}/{faces}",
+    "msg.gen_step": "模板 {template}/{templates} · 人脸 {face}/{faces} · {pass_name} · 第 {step}/{steps} 步",
+    "pass.first": "第一遍生成",
+    "pass.second": "精修",
     "msg.resumable": "已保存检查点：点击“继续训练”即可接着训练。",
     "msg.deleted": "已删除 {user}。",
     "msg.confirm_delete": "请先勾选确认框。",

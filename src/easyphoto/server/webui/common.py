@@ -124,11 +124,21 @@ def status_line(view: dict[str, Any], lang: str) -> tuple[float, str]:
                 eta=_eta(prog.get("eta_s")),
             )
         if prog.get("stage") == "generate":
-            return float(prog.get("fraction") or 0.0), t(
-                "msg.template", lang, template=prog.get("template"), templates=prog.get("templates")
-            )
+            return float(prog.get("fraction") or 0.0), _generate_line(prog, lang)
         return float(prog.get("fraction") or 0.0), label
     return (1.0 if state == "succeeded" else float(prog.get("fraction") or 0.0)), label
+
+
+def _generate_line(prog: dict[str, Any], lang: str) -> str:
+    """``Template 1/2 · face 1/1 · first pass · step 5/22`` (as far as the progress goes)."""
+    where = {"template": prog.get("template"), "templates": prog.get("templates")}
+    if not prog.get("face"):
+        return t("msg.template", lang, **where)
+    where |= {"face": prog["face"], "faces": prog.get("faces")}
+    if not prog.get("steps"):
+        return t("msg.gen_face", lang, **where)
+    name = t(f"pass.{prog.get('pass', 'first')}", lang)
+    return t("msg.gen_step", lang, **where, pass_name=name, step=prog.get("step"), steps=prog["steps"])
 
 
 class Tab:

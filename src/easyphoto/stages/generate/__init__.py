@@ -119,6 +119,8 @@ class PortraitGenerator:
         self.analyzer = analyzer or FaceAnalyzer()
         self.home = home
         self._users: dict[str, tuple[float, PortraitUser]] = {}
+        #: Progress callback of the running :meth:`generate` (``{"type": "step", ...}`` events).
+        self._on_event: Callable[[dict[str, Any]], None] | None = None
         #: Users given as photos (:meth:`add_photo_user`), by name: they win over trained users.
         self.photo_users: dict[str, PortraitUser] = {}
         #: The IP-Adapter's reference face for every user instead of their own (:meth:`set_ip_image`).
@@ -176,12 +178,16 @@ class PortraitGenerator:
         else:
             steps = cfg.second_steps if second else cfg.first_steps
         image = inputs.image
+        emit, label = self._on_event, "second" if second else "first"
+        on_step = (
+            (lambda k, n: emit({"type": "step", "pass": label, "step": k, "steps": n})) if emit else None
+        )
         result = controlnet_inpaint(
             self.cache, names, image, mask, controls, weights,
             steps=steps, strength=cfg.second_denoise if second else cfg.first_denoise,
             prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
             guidance_scale=cfg.fast_guidance_scale if cfg.fast else cfg.guidance_scale,
-            seed=seed, lcm=cfg.fast, ip_embeds=ip[0], ip_scale=ip[1],
+            seed=seed, lcm=cfg.fast, ip_embeds=ip[0], ip_scale=ip[1], on_step=on_step,
         )  # fmt: skip
         h, w = image.shape[:2]
         alpha = feather(mask, max(2.0, 0.01 * max(h, w)))[..., None]
@@ -354,13 +360,19 @@ class PortraitGenerator:
             else int(np.random.default_rng().integers(2**31))
         )
         out, scores, intermediates = image, [], {}
+        todo = [i for i, uid in enumerate(ids) if uid.lower() != SKIP]
         for i, (face, uid) in enumerate(zip(faces, ids, strict=False)):
             if uid.lower() == SKIP:
                 continue
             if on_event:
-                on_event({"type": "face", "face_index": i, "user_id": uid, "faces": len(faces)})
+                on_event({"type": "face", "face_index": i, "user_id": uid, "faces": len(faces),
+                          "face": todo.index(i) + 1, "of": len(todo)})  # fmt: skip
             stages: dict[str, np.ndarray] = {}
-            out, score = self.face(out, face, users[uid], cfg, seed + 1000 * i, timings, stages)
+            self._on_event = on_event
+            try:
+                out, score = self.face(out, face, users[uid], cfg, seed + 1000 * i, timings, stages)
+            finally:
+                self._on_event = None
             if keep_intermediates:
                 intermediates.update({f"face{i}_{k}": v for k, v in stages.items()})
             box = tuple(round(float(v), 1) for v in face.box)
