@@ -87,6 +87,19 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             page.get_by_role("tab", name="Models").click()
             page.locator("#models-refresh").click()
             expect(page.locator("#models-table")).to_contain_text("browser", timeout=10_000)
+            # A refused Delete (nobody picked, then not confirmed) says why and locks nothing.
+            page.locator("#models-delete").click()
+            expect(page.get_by_text("Pick at least one trained user id").first).to_be_visible(timeout=10_000)
+            page.locator("#models-pick input").click(timeout=5_000)  # no error overlay in the way
+            page.get_by_role("option", name="browser").click()
+            page.locator("#models-delete").click()
+            expect(page.get_by_text("Tick the confirmation").first).to_be_visible(timeout=10_000)
+            assert page.locator(".error").count() == 0, "an error overlay covers the tab's controls"
+            page.locator("#models-confirm input").click(timeout=5_000)
+            page.locator("#models-delete").click()
+            expect(page.locator("#models-table")).not_to_contain_text("browser", timeout=10_000)
+            shots.append(tmp_path / "models.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
             browser.close()
     finally:
         stop_server(proc)

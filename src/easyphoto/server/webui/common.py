@@ -150,9 +150,17 @@ class Tab:
     def code(self, request: Any) -> str:
         return request_lang(request, self.lang)
 
-    def error(self, exc: Exception, code: str) -> Any:
-        """A readable toast for one of our errors (server paths cut to their last component)."""
-        return self.gr.Error(public_message(str(exc)), title=t("err.error", code), print_exception=False)
+    def refuse(self, problem: Exception | str, code: str, outputs: int) -> Any:
+        """Say what is wrong in a toast and leave the handler's ``outputs`` as they are.
+
+        Raising ``gr.Error`` would do the toast too, but Gradio then marks every output of the event
+        with an error overlay that covers tables, dropdowns and checkboxes until each is dismissed —
+        a failed Delete locked the Models tab. A warning toast plus ``gr.skip()`` keeps every control
+        usable. Our errors are shown with server paths cut to their last component."""
+        message = public_message(str(problem)) if isinstance(problem, Exception) else problem
+        self.gr.Warning(message, title=t("err.error", code))
+        skipped = tuple(self.gr.skip() for _ in range(outputs))
+        return skipped[0] if outputs == 1 else skipped
 
     def job_file(self, job_id: str, name: str | None) -> str | None:
         from ...errors import EasyPhotoError

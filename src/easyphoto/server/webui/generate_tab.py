@@ -37,9 +37,9 @@ class GenerateTab(Tab):
     ):
         code = self.code(request)
         if not users and not person:
-            raise gr.Error(t("err.no_users", code), print_exception=False)
+            return self.refuse(t("err.no_users", code), code, 6)
         if not files and not library:
-            raise gr.Error(t("err.no_templates", code), print_exception=False)
+            return self.refuse(t("err.no_templates", code), code, 6)
         try:
             uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files or []]
             photos = [Upload(Path(f).name, Path(f).read_bytes()) for f in person or []]
@@ -48,7 +48,7 @@ class GenerateTab(Tab):
                 list(users or []), uploads, list(library or []), settings, photos=photos
             )
         except EasyPhotoError as exc:
-            raise self.error(exc, code) from None
+            return self.refuse(exc, code, 6)
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
 
     def poll(self, job_id: str, request: gr.Request):
@@ -88,11 +88,11 @@ class GenerateTab(Tab):
     def cancel(self, job_id: str, request: gr.Request):
         code = self.code(request)
         if not job_id:
-            raise gr.Error(t("err.no_job", code), print_exception=False)
+            return self.refuse(t("err.no_job", code), code, 1)
         try:
             self.service.cancel(job_id)
         except EasyPhotoError as exc:
-            raise self.error(exc, code) from None
+            return self.refuse(exc, code, 1)
         return gr.Timer(active=True)
 
     def layout(self) -> Any:
@@ -111,7 +111,7 @@ class GenerateTab(Tab):
                     users_refresh = gr.Button(L("gen.refresh"), scale=1, elem_id="gen-users-refresh")
                 person = gr.File(
                     label=L("gen.photos"), file_count="multiple", file_types=["image"], type="filepath",
-                    elem_id="gen-photos",
+                    elem_id="gen-photos", height=110,
                 )  # fmt: skip
                 templates = gr.File(
                     label=L("gen.templates"), file_count="multiple", file_types=["image"], type="filepath",

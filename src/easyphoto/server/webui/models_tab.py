@@ -10,6 +10,18 @@ from ..i18n import t
 from .common import API, Tab
 
 
+def _when(iso: str | None) -> str:
+    """``2026-11-28T05:41:07.123+00:00`` → ``2026-11-28 05:41`` (this server's local time)."""
+    from datetime import datetime
+
+    if not iso:
+        return ""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
 class ModelsTab(Tab):
     """Handlers and layout of the Models tab."""
 
@@ -19,18 +31,19 @@ class ModelsTab(Tab):
         rows = [
             [
                 u["user_id"],
-                u.get("created") or "",
+                _when(u.get("created")),
                 u.get("steps"),
                 u.get("photos"),
-                u.get("best_score"),
+                f"{u['best_score']:.3f}" if u.get("best_score") else "—",  # 0: never scored
                 u.get("rank"),
             ]
             for u in self.service.list_users()
         ]
-        empty = [["", "", None, None, None, None]]
-        return gr.Dataframe(value=rows or empty, headers=headers), gr.Dropdown(
-            choices=[r[0] for r in rows], value=None
-        )
+        import pandas as pd  # a gradio dependency; zero rows shows the header, not a blank row
+
+        table = pd.DataFrame(rows, columns=headers)
+        picker = gr.Dropdown(choices=[r[0] for r in rows], value=None)
+        return gr.Dataframe(value=table, headers=headers), picker
 
     def pick(self, user_id: str | None):
         none = None, gr.Button(link=None, interactive=False), ""
@@ -48,13 +61,13 @@ class ModelsTab(Tab):
     def delete(self, user_id: str | None, confirm: bool, request: gr.Request):
         code = self.code(request)
         if not user_id:
-            raise gr.Error(t("err.no_users", code), print_exception=False)
+            return self.refuse(t("err.no_users", code), code, 3)
         if not confirm:
-            raise gr.Error(t("msg.confirm_delete", code), print_exception=False)
+            return self.refuse(t("msg.confirm_delete", code), code, 3)
         try:
             self.service.delete_user(user_id)
         except EasyPhotoError as exc:
-            raise self.error(exc, code) from None
+            return self.refuse(exc, code, 3)
         gr.Info(t("msg.deleted", code, user=user_id))
         table, dropdown = self.table(request)
         return table, dropdown, False
@@ -72,7 +85,7 @@ class ModelsTab(Tab):
                 )
                 lora = gr.Button(L("models.download"), interactive=False, elem_id="models-lora")
                 link = gr.Markdown()
-                confirm = gr.Checkbox(label=L("models.confirm"), value=False)
+                confirm = gr.Checkbox(label=L("models.confirm"), value=False, elem_id="models-confirm")
                 delete = gr.Button(L("models.delete"), variant="stop", elem_id="models-delete")
             with gr.Column():
                 face = gr.Image(label=L("models.face"), type="filepath", interactive=False)

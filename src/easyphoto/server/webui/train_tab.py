@@ -23,15 +23,15 @@ class TrainTab(Tab):
     def start(self, request: gr.Request, files: list[str] | None, user_id: str, retouch: bool, *values: Any):
         gr, code = self.gr, self.code(request)
         if not files:
-            raise gr.Error(t("err.no_photos", code), print_exception=False)
+            return self.refuse(t("err.no_photos", code), code, 4)
         if not (user_id or "").strip():
-            raise gr.Error(t("err.no_user", code), print_exception=False)
+            return self.refuse(t("err.no_user", code), code, 4)
         try:
             uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
             train = form_values(TrainConfig, TRAIN_FIELDS, values)
             job = self.service.submit_train(user_id.strip(), uploads, train, {"retouch": bool(retouch)})
         except EasyPhotoError as exc:
-            raise self.error(exc, code) from None
+            return self.refuse(exc, code, 4)
         status = f"{t('train.job', code)} `{job.id}`"
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), status
 
@@ -79,11 +79,11 @@ class TrainTab(Tab):
     def _act(self, action: Any, job_id: str, request: gr.Request):
         gr, code = self.gr, self.code(request)
         if not job_id:
-            raise gr.Error(t("err.no_job", code), print_exception=False)
+            return self.refuse(t("err.no_job", code), code, 1)
         try:
             action(job_id)
         except EasyPhotoError as exc:
-            raise self.error(exc, code) from None
+            return self.refuse(exc, code, 1)
         return gr.Timer(active=True)
 
     def layout(self) -> None:
