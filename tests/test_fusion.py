@@ -243,3 +243,17 @@ def test_middle_ratio_keeps_one_mouth(identity_faces) -> None:
     mx1, my1 = lm[48:68].max(axis=0) + 0.1 * t_face.size
     assert xs.min() >= mx0 and xs.max() <= mx1 and ys.min() >= my0 and ys.max() <= my1
     assert fuse_face(t_img, t_face, s_img, s_face, 0.55, mouth="source").mouth_from == "source"
+
+
+def test_a_colour_face_on_a_black_and_white_template_comes_out_grey(analyzer, astronaut, faces_dir) -> None:
+    """The chroma clamp must not keep a skin tone on a grey photo (it did: 45% of the source's colour)."""
+    photo = load_image(faces_dir / "identities/obama/obama.jpg")
+    grey = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    out = swap_faces(grey, astronaut, analyzer, ratio=1.0).image
+    lab = cv2.cvtColor(out.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    assert float(np.abs(lab[..., 1:]).max()) < 3.0, "colour left on a black-and-white template"
+    assert not np.array_equal(out, grey)
+    # a colour template still gets a colour face
+    coloured = swap_faces(photo, astronaut, analyzer).image
+    lab_c = cv2.cvtColor(coloured.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    assert float(np.abs(lab_c[..., 1:]).max()) > 10.0

@@ -104,9 +104,24 @@ def similarity(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo outputs.")] = Path("easyphoto-demo"),
+    train: Annotated[
+        bool | None,
+        typer.Option(
+            "--train/--no-train",
+            help="Also train a short LoRA and make a portrait (default: when the models and a GPU are here).",
+            show_default=False,
+        ),
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="HF id, diffusers folder or .safetensors file.")
+    ] = None,
 ) -> None:
-    """Run the studio offline on a public-domain photo (no downloads) and write the results."""
+    """Show the studio's main job offline on public-domain photos: face analysis, preparation with its
+    reasons, instant swap previews with scores, and (with the models) a short training and a portrait;
+    writes OUT/index.html."""
     from ..demo import run_demo
     from ..store import check_output_dir
+    from .app import model_config
 
-    run_demo(check_output_dir(out), echo=typer.echo)
+    cfg = model_config(base_model, None, None) if base_model else None
+    run_demo(check_output_dir(out), echo=typer.echo, train=train, model_config=cfg)

@@ -23,6 +23,11 @@ L_STD_CLAMP = (0.7, 1.3)
 #: reference's chroma spread, and matching it fully over-saturates lips and cheeks (so at most
 #: 1.15×); a blotchy (sunburnt, flushed) source onto even skin must calm down a lot (so down to 0.45×).
 CHROMA_STD_CLAMP = (0.45, 1.15)
+#: A reference whose a/b mean and spread are both under this (LAB units) is black-and-white (a grey
+#: or sepia-free photo): its chroma is matched exactly, i.e. removed. Without this the 0.45× floor of
+#: :data:`CHROMA_STD_CLAMP` left a colour face on a grey template (seen in the demo's swap preview);
+#: JPEG noise on a grey photo measured a/b spread < 0.6.
+ACHROMATIC = 2.0
 
 
 def rgb_to_lab(image: np.ndarray) -> np.ndarray:
@@ -63,6 +68,8 @@ def transfer_lab(
     ratio = sd_t / np.maximum(sd_s, 1e-3)
     ratio[0] = np.clip(ratio[0], *l_clamp)
     ratio[1:] = np.clip(ratio[1:], *chroma_clamp)
+    if float(np.hypot(mu_t[1], mu_t[2])) < ACHROMATIC and float(sd_t[1:].max()) < ACHROMATIC:
+        ratio[1:] = 0.0  # a black-and-white reference: no colour at all
     out = (lab - mu_s) * ratio + mu_t
     out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
     return out.astype(np.float32)
@@ -102,6 +109,7 @@ def match_color(
 
 
 __all__ = [
+    "ACHROMATIC",
     "CHROMA_STD_CLAMP",
     "L_STD_CLAMP",
     "lab_stats",
