@@ -66,6 +66,22 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             shots.append(tmp_path / "train.png")
             page.screenshot(path=str(shots[-1]), full_page=True)
 
+            # Training the same id again is refused until "replace" is ticked; nothing gets locked.
+            page.locator("#train-start").click()
+            expect(page.get_by_text("A user model 'browser' exists").first).to_be_visible(timeout=10_000)
+            # Options: readable labels in a grid, presets fill them in.
+            page.locator("#train-advanced").click()
+            expect(page.get_by_text("LoRA rank", exact=True).first).to_be_visible()
+            page.locator("#train-preset").get_by_text("Quick test").click()
+            expect(page.locator("#train-max-steps input, #train-max-steps textarea").first).to_have_value(
+                "100"
+            )
+            shots.append(tmp_path / "train_options.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
+            page.locator("#train-preset").get_by_text("Standard").click()
+            # "Standard" puts back the server's defaults (this test server's operator preset: 4 steps)
+            expect(page.locator("#train-max-steps input, #train-max-steps textarea").first).to_have_value("4")
+
             # Generate tab: pick the user, upload a template, see the portrait and its score.
             page.get_by_role("tab", name="Generate").click()
             page.locator("#gen-users-refresh").click()
@@ -82,6 +98,18 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             time.sleep(0.5)
             shots.append(tmp_path / "generate.png")
             page.screenshot(path=str(shots[-1]), full_page=True)
+
+            # A reload during a generation re-attaches to it.
+            page.locator("#gen-start").click()
+            expect(page.locator("#gen-status")).to_contain_text("Job", timeout=10_000)
+            page.reload()
+            page.get_by_role("tab", name="Generate").click()
+            expect(page.locator("#gen-status")).to_contain_text("Job", timeout=20_000)
+            expect(page.locator("#gen-status")).to_contain_text("finished", timeout=120_000)
+            # The Jobs tab lists both jobs.
+            page.get_by_role("tab", name="Jobs").click()
+            expect(page.locator("#jobs-table")).to_contain_text("generation", timeout=10_000)
+            expect(page.locator("#jobs-table")).to_contain_text("training")
 
             # Models tab lists the user with its score.
             page.get_by_role("tab", name="Models").click()
@@ -100,6 +128,17 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             expect(page.locator("#models-table")).not_to_contain_text("browser", timeout=10_000)
             shots.append(tmp_path / "models.png")
             page.screenshot(path=str(shots[-1]), full_page=True)
+
+            # The same page in Chinese: tabs, labels, presets and help in Chinese.
+            zh = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+            zh.goto(url + "/")
+            expect(zh.get_by_role("tab", name="训练")).to_be_visible(timeout=30_000)
+            zh.locator("#train-advanced").click()
+            for text in ("LoRA 秩", "快速试用", "梯度累积", "开始训练"):
+                expect(zh.get_by_text(text, exact=True).first).to_be_visible()
+            assert zh.get_by_text("Gradient accumulation", exact=True).count() == 0
+            shots.append(tmp_path / "train_zh.png")
+            zh.screenshot(path=str(shots[-1]), full_page=True)
             browser.close()
     finally:
         stop_server(proc)

@@ -236,6 +236,21 @@ class JobService:
             raise
 
     # ------------------------------------------------------------------ inspect
+    def active_job(self, kind: str) -> str | None:
+        """The newest queued or running job of ``kind`` (a reloaded page re-attaches to it)."""
+        for job in self.store.list(kind=kind, limit=20):
+            if job.state in ("queued", "running"):
+                return job.id
+        return None
+
+    def recent_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest jobs, as the Jobs panel lists them: id, kind, user, state, progress, created."""
+        out = []
+        for job in self.store.list(limit=limit):
+            view = job.to_dict()
+            out.append({k: view.get(k) for k in ("id", "kind", "user_id", "state", "progress", "created")})
+        return out
+
     def job_view(
         self, job_id: str, *, events_since: int | None = None, log_lines: int = 40
     ) -> dict[str, Any]:

@@ -15,6 +15,18 @@ EN: dict[str, str] = {
     "tab.train": "Train",
     "tab.generate": "Generate",
     "tab.models": "Models",
+    "tab.jobs": "Jobs",
+    "jobs.refresh": "Refresh",
+    "jobs.list": "Recent jobs (refreshed every few seconds)",
+    "jobs.id": "Job id",
+    "jobs.cancel": "Cancel this job",
+    "col.job": "job",
+    "col.kind": "kind",
+    "col.state": "state",
+    "col.progress": "progress",
+    "kind.train": "training",
+    "kind.generate": "generation",
+    "msg.cancelling": "Cancelling {job}…",
     "train.photos": "Photos of one person (5–20, face clearly visible)",
     "train.user_id": "User id (letters, digits, _ - .)",
     "train.advanced": "Advanced training options",
@@ -23,6 +35,16 @@ EN: dict[str, str] = {
     "train.cancel": "Cancel",
     "train.resume": "Resume",
     "train.contact_sheet": "Prepared photos (kept and rejected)",
+    "train.hint": (
+        "5–20 photos of the same person: face clearly visible and at least 128 px, different days, light "
+        "and expressions, no sunglasses, nobody else large in the picture. Each photo is checked and the "
+        "contact sheet says why one was left out. Training takes ~3 min on a recent GPU, hours on a CPU."
+    ),
+    "train.replace": "Replace an existing user model with this id",
+    "preset.label": "Preset",
+    "preset.quick": "Quick test",
+    "preset.standard": "Standard",
+    "preset.best": "Best quality",
     "train.validation": "Validation images and face-ID scores",
     "train.log": "Log",
     "train.job": "Job",
@@ -31,7 +53,7 @@ EN: dict[str, str] = {
     "gen.templates": "Template photos",
     "gen.photos": "No training yet? Photos of the person: try it now (train a user for the best likeness)",
     "gen.library": "Templates from the templates folder",
-    "gen.library_hint": "Put template photos in `{folder}` to pick them here.",
+    "gen.library_hint": "Put template photos in the server's templates folder to pick them here:",
     "gen.advanced": "Advanced generation options",
     "gen.start": "Generate",
     "gen.cancel": "Cancel",
@@ -77,6 +99,7 @@ EN: dict[str, str] = {
     "msg.confirm_delete": "Tick the confirmation box first.",
     "err.no_photos": "Upload some photos first.",
     "err.no_user": "Enter a user id.",
+    "err.user_exists": "A user model '{user}' exists: tick 'Replace an existing…' or pick another id.",
     "err.no_users": "Pick at least one trained user id, or give photos of the person.",
     "err.no_templates": "Upload a template photo or pick one from the templates folder.",
     "err.no_job": "No job to act on.",
@@ -88,6 +111,18 @@ ZH: dict[str, str] = {
     "tab.train": "训练",
     "tab.generate": "生成",
     "tab.models": "模型",
+    "tab.jobs": "任务",
+    "jobs.refresh": "刷新",
+    "jobs.list": "最近的任务（每隔几秒刷新）",
+    "jobs.id": "任务 ID",
+    "jobs.cancel": "取消此任务",
+    "col.job": "任务",
+    "col.kind": "类型",
+    "col.state": "状态",
+    "col.progress": "进度",
+    "kind.train": "训练",
+    "kind.generate": "生成",
+    "msg.cancelling": "正在取消 {job}…",
     "train.photos": "同一个人的照片（5–20 张，脸部清晰）",
     "train.user_id": "用户 ID（字母、数字、_ - .）",
     "train.advanced": "高级训练参数",
@@ -96,6 +131,17 @@ ZH: dict[str, str] = {
     "train.cancel": "取消",
     "train.resume": "继续训练",
     "train.contact_sheet": "预处理结果（保留与剔除的照片）",
+    "train.hint": (
+        "同一个人的 5–20 张照片：脸部清晰、至少 128 像素，不同日子、光线和表情，"
+        "不戴墨镜，画面中没有其他大的人脸。每张照片都会检查，"
+        "预处理结果会说明剔除的原因。训练在较新的 GPU 上约 3 分钟，"
+        "在 CPU 上需数小时。"
+    ),
+    "train.replace": "替换同名的已有用户模型",
+    "preset.label": "预设",
+    "preset.quick": "快速试用",
+    "preset.standard": "标准",
+    "preset.best": "最佳质量",
     "train.validation": "验证图像与人脸相似度",
     "train.log": "日志",
     "train.job": "任务",
@@ -104,7 +150,7 @@ ZH: dict[str, str] = {
     "gen.templates": "模板照片",
     "gen.photos": "还没训练？上传此人的照片即可立即试用（训练用户模型可获得最佳相似度）",
     "gen.library": "模板文件夹中的模板",
-    "gen.library_hint": "把模板照片放进 `{folder}`，即可在这里选择。",
+    "gen.library_hint": "把模板照片放进服务器的模板文件夹，即可在这里选择：",
     "gen.advanced": "高级生成参数",
     "gen.start": "生成",
     "gen.cancel": "取消",
@@ -148,6 +194,7 @@ ZH: dict[str, str] = {
     "msg.confirm_delete": "请先勾选确认框。",
     "err.no_photos": "请先上传照片。",
     "err.no_user": "请输入用户 ID。",
+    "err.user_exists": "用户模型“{user}”已存在：勾选“替换同名的已有用户模型”，或换一个 ID。",
     "err.no_users": "请至少选择一个已训练的用户 ID，或上传此人的照片。",
     "err.no_templates": "请上传模板照片，或从模板文件夹中选择。",
     "err.no_job": "没有可操作的任务。",
@@ -155,6 +202,18 @@ ZH: dict[str, str] = {
 }
 
 TRANSLATIONS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH}
+
+
+def _add_field_texts() -> None:
+    """Every settings field's label and help (``field.<name>``, ``help.<Class>.<name>``)."""
+    from ..config import GenerateConfig, PrepareConfig, TrainConfig
+    from .field_text import field_texts
+
+    for lang, texts in field_texts((TrainConfig, GenerateConfig, PrepareConfig)).items():
+        TRANSLATIONS[lang].update(texts)
+
+
+_add_field_texts()
 
 
 def pick_language(accept_language: str | None, setting: str = "auto") -> str:

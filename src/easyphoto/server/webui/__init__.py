@@ -27,6 +27,7 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
 
     from .common import API
     from .generate_tab import GenerateTab
+    from .jobs_tab import JobsTab
     from .models_tab import ModelsTab
     from .train_tab import TrainTab
 
@@ -39,15 +40,26 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
         gr.Markdown(label("title"))
         with gr.Tabs():
             with gr.Tab(label("tab.train"), id="train", elem_id="tab-train"):
-                TrainTab(gr, service, lang, label).layout()
-            with gr.Tab(label("tab.generate"), id="generate", elem_id="tab-generate"):
+                train = TrainTab(gr, service, lang, label)
+                train_job, train_timer = train.layout()
+            with gr.Tab(label("tab.generate"), id="generate", elem_id="tab-generate") as gen_tab:
                 generate = GenerateTab(gr, service, lang, label)
-                users = generate.layout()
-            with gr.Tab(label("tab.models"), id="models", elem_id="tab-models"):
+                users, gen_job, gen_timer = generate.layout()
+            with gr.Tab(label("tab.models"), id="models", elem_id="tab-models") as models_tab:
                 models = ModelsTab(gr, service, lang, label)
                 table, pick = models.layout()
+            with gr.Tab(label("tab.jobs"), id="jobs", elem_id="tab-jobs") as jobs_tab:
+                jobs = JobsTab(gr, service, lang, label)
+                jobs_table = jobs.layout()
         demo.load(models.table, None, [table, pick], api_visibility=API)
         demo.load(generate.refresh_users, None, [users], api_visibility=API)
+        # a reloaded page follows the jobs still running
+        demo.load(train.attach, None, [train_job, train_timer], api_visibility=API)
+        demo.load(generate.attach, None, [gen_job, gen_timer], api_visibility=API)
+        # lists refresh themselves when their tab is opened (after a training, a delete…)
+        gen_tab.select(generate.refresh_users, None, [users], api_visibility=API)
+        models_tab.select(models.table, None, [table, pick], api_visibility=API)
+        jobs_tab.select(jobs.table, None, [jobs_table], api_visibility=API)
     return demo, i18n
 
 

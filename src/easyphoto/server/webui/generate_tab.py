@@ -12,7 +12,7 @@ from ...errors import EasyPhotoError
 from ...jobs import FINISHED, Upload
 from ..errors import public_message
 from ..i18n import t
-from .common import API, Tab, form_values, input_for, progress_html, status_line
+from .common import API, Tab, form_values, preset_values, progress_html, settings_grid, status_line
 
 GENERATE_FIELDS = list(GenerateConfig.model_fields)
 
@@ -50,6 +50,14 @@ class GenerateTab(Tab):
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 6)
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
+
+    def attach(self, request: gr.Request):
+        """On page load: follow the running (or queued) generation, if there is one."""
+        job_id = self.service.active_job("generate")
+        return (job_id or "", self.gr.Timer(active=True)) if job_id else (self.gr.skip(), self.gr.skip())
+
+    def preset(self, name: str):
+        return preset_values("generate", name, GENERATE_FIELDS, self.service.defaults("generate"), self.gr)
 
     def poll(self, job_id: str, request: gr.Request):
         code = self.code(request)
@@ -95,8 +103,9 @@ class GenerateTab(Tab):
             return self.refuse(exc, code, 1)
         return gr.Timer(active=True)
 
-    def layout(self) -> Any:
-        """Build the tab (inside ``gr.Tab``) and wire its events; returns the users dropdown."""
+    def layout(self) -> tuple[Any, Any, Any]:
+        """Build the tab (inside ``gr.Tab``) and wire its events; returns (users dropdown, job state,
+        timer) for the page-load refresh and re-attach."""
         L, service = self.L, self.service
         gdef = service.defaults("generate")
         job = gr.State("")
@@ -115,7 +124,7 @@ class GenerateTab(Tab):
                 )  # fmt: skip
                 templates = gr.File(
                     label=L("gen.templates"), file_count="multiple", file_types=["image"], type="filepath",
-                    elem_id="gen-templates",
+                    elem_id="gen-templates", height=110,
                 )  # fmt: skip
                 with gr.Row():
                     library = gr.Dropdown(
@@ -123,25 +132,31 @@ class GenerateTab(Tab):
                         elem_id="gen-library",
                     )  # fmt: skip
                     library_refresh = gr.Button(L("gen.refresh"), scale=1)
-                gr.Markdown(t("gen.library_hint", "en", folder=service.templates_dir))
-                with gr.Accordion(L("gen.advanced"), open=False, elem_id="gen-advanced"):
-                    inputs = [input_for(gr, GenerateConfig, n, getattr(gdef, n)) for n in GENERATE_FIELDS]
+                with gr.Row():
+                    gr.Markdown(L("gen.library_hint"), elem_id="gen-library-hint")
+                    gr.Markdown(f"`{service.templates_dir}`")
+                preset = gr.Radio(
+                    self.preset_choices(), value="standard", label=L("preset.label"), elem_id="gen-preset"
+                )
                 with gr.Row():
                     start = gr.Button(L("gen.start"), variant="primary", elem_id="gen-start")
                     cancel = gr.Button(L("gen.cancel"), elem_id="gen-cancel")
-            with gr.Column(scale=1):
                 progress = gr.HTML(elem_id="gen-progress")
                 status = gr.Markdown(elem_id="gen-status")
+                with gr.Accordion(L("gen.advanced"), open=False, elem_id="gen-advanced"):
+                    inputs = settings_grid(gr, GenerateConfig, GENERATE_FIELDS, gdef, L)
+            with gr.Column(scale=1):
                 results = gr.Gallery(label=L("gen.results"), columns=2, height="auto", elem_id="gen-results")
                 downloads = gr.File(label=L("gen.downloads"), file_count="multiple", elem_id="gen-downloads")
         users_refresh.click(self.refresh_users, None, [users], api_visibility=API)
         library_refresh.click(self.refresh_templates, None, [library], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
         start.click(self.start, [users, person, templates, library, *inputs], outputs, api_visibility=API)
+        preset.change(self.preset, [preset], inputs, api_visibility=API)
         polled = [progress, status, results, downloads, timer]
         timer.tick(self.poll, [job], polled, show_progress="hidden", api_visibility=API)
         cancel.click(self.cancel, [job], [timer], api_visibility=API)
-        return users
+        return users, job, timer
 
 
 __all__ = ["GENERATE_FIELDS", "GenerateTab"]

@@ -10,16 +10,19 @@ from ..i18n import t
 from .common import API, Tab
 
 
-def _when(iso: str | None) -> str:
-    """``2026-11-28T05:41:07.123+00:00`` → ``2026-11-28 05:41`` (this server's local time)."""
+def local_time(when: str | float | None) -> str:
+    """An ISO time (``2026-11-28T05:41:07+00:00``) or a Unix time as ``2026-11-28 05:41``, local."""
     from datetime import datetime
 
-    if not iso:
+    if when in (None, ""):
         return ""
     try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return iso
+        moment = (
+            datetime.fromtimestamp(when) if isinstance(when, (int, float)) else datetime.fromisoformat(when)
+        )
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OSError, OverflowError, TypeError):
+        return str(when)
 
 
 class ModelsTab(Tab):
@@ -31,7 +34,7 @@ class ModelsTab(Tab):
         rows = [
             [
                 u["user_id"],
-                _when(u.get("created")),
+                local_time(u.get("created")),
                 u.get("steps"),
                 u.get("photos"),
                 f"{u['best_score']:.3f}" if u.get("best_score") else "—",  # 0: never scored

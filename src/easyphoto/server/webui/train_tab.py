@@ -11,7 +11,7 @@ from ...errors import EasyPhotoError
 from ...jobs import FINISHED, INTERRUPTED, Upload
 from ..errors import public_message
 from ..i18n import t
-from .common import API, Tab, form_values, input_for, progress_html, status_line
+from .common import API, Tab, form_values, preset_values, progress_html, settings_grid, status_line
 
 #: Settings of the advanced accordion (server file paths are the operator's business, not a form field).
 TRAIN_FIELDS = [n for n in TrainConfig.model_fields if n != "validation_templates"]
@@ -20,12 +20,22 @@ TRAIN_FIELDS = [n for n in TrainConfig.model_fields if n != "validation_template
 class TrainTab(Tab):
     """Handlers and layout of the Train tab."""
 
-    def start(self, request: gr.Request, files: list[str] | None, user_id: str, retouch: bool, *values: Any):
+    def start(
+        self,
+        request: gr.Request,
+        files: list[str] | None,
+        user_id: str,
+        replace: bool,
+        retouch: bool,
+        *values: Any,
+    ):
         gr, code = self.gr, self.code(request)
         if not files:
             return self.refuse(t("err.no_photos", code), code, 4)
         if not (user_id or "").strip():
             return self.refuse(t("err.no_user", code), code, 4)
+        if user_id.strip().lower() in self.service.user_ids() and not replace:
+            return self.refuse(t("err.user_exists", code, user=user_id.strip()), code, 4)
         try:
             uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
             train = form_values(TrainConfig, TRAIN_FIELDS, values)
@@ -34,6 +44,14 @@ class TrainTab(Tab):
             return self.refuse(exc, code, 4)
         status = f"{t('train.job', code)} `{job.id}`"
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), status
+
+    def attach(self, request: gr.Request):
+        """On page load: follow the running (or queued) training, if there is one."""
+        job_id = self.service.active_job("train")
+        return (job_id or "", self.gr.Timer(active=True)) if job_id else (self.gr.skip(), self.gr.skip())
+
+    def preset(self, name: str):
+        return preset_values("train", name, TRAIN_FIELDS, self.service.defaults("train"), self.gr)
 
     def poll(self, job_id: str, request: gr.Request):
         gr, code = self.gr, self.code(request)
@@ -86,8 +104,9 @@ class TrainTab(Tab):
             return self.refuse(exc, code, 1)
         return gr.Timer(active=True)
 
-    def layout(self) -> None:
-        """Build the tab (inside ``gr.Tab``) and wire its events."""
+    def layout(self) -> Any:
+        """Build the tab (inside ``gr.Tab``) and wire its events; returns (job state, timer) for the
+        page-load re-attach."""
         gr, L = self.gr, self.L
         tdef, pdef = self.service.defaults("train"), self.service.defaults("prepare")
         job = gr.State("")
@@ -96,19 +115,29 @@ class TrainTab(Tab):
             with gr.Column(scale=1):
                 photos = gr.File(
                     label=L("train.photos"), file_count="multiple", file_types=["image"], type="filepath",
-                    elem_id="train-photos",
+                    elem_id="train-photos", height=160,
                 )  # fmt: skip
-                user_id = gr.Textbox(label=L("train.user_id"), elem_id="train-user-id", max_length=64)
-                with gr.Accordion(L("train.advanced"), open=False, elem_id="train-advanced"):
-                    retouch = gr.Checkbox(label=L("train.retouch"), value=pdef.retouch)
-                    inputs = [input_for(gr, TrainConfig, n, getattr(tdef, n)) for n in TRAIN_FIELDS]
+                gr.Markdown(L("train.hint"), elem_id="train-hint")
+                with gr.Row():
+                    user_id = gr.Textbox(
+                        label=L("train.user_id"), elem_id="train-user-id", max_length=64, scale=2
+                    )
+                    replace = gr.Checkbox(
+                        label=L("train.replace"), value=False, elem_id="train-replace", scale=1
+                    )
+                preset = gr.Radio(
+                    self.preset_choices(), value="standard", label=L("preset.label"), elem_id="train-preset"
+                )
                 with gr.Row():
                     start = gr.Button(L("train.start"), variant="primary", elem_id="train-start")
                     cancel = gr.Button(L("train.cancel"), elem_id="train-cancel")
                     resume = gr.Button(L("train.resume"), elem_id="train-resume")
-            with gr.Column(scale=1):
                 progress = gr.HTML(elem_id="train-progress")
                 status = gr.Markdown(elem_id="train-status")
+                with gr.Accordion(L("train.advanced"), open=False, elem_id="train-advanced"):
+                    retouch = gr.Checkbox(label=L("train.retouch"), value=pdef.retouch)
+                    inputs = settings_grid(gr, TrainConfig, TRAIN_FIELDS, tdef, L)
+            with gr.Column(scale=1):
                 sheet = gr.Image(
                     label=L("train.contact_sheet"), type="filepath", interactive=False, elem_id="train-sheet"
                 )
@@ -121,14 +150,16 @@ class TrainTab(Tab):
                 )  # fmt: skip
         start.click(
             self.start,
-            [photos, user_id, retouch, *inputs],
+            [photos, user_id, replace, retouch, *inputs],
             [job, timer, progress, status],
             api_visibility=API,
         )
+        preset.change(self.preset, [preset], inputs, api_visibility=API)
         outputs = [progress, status, log, sheet, validation, timer]
         timer.tick(self.poll, [job], outputs, show_progress="hidden", api_visibility=API)
         cancel.click(self.cancel, [job], [timer], api_visibility=API)
         resume.click(self.resume, [job], [timer], api_visibility=API)
+        return job, timer
 
 
 __all__ = ["TRAIN_FIELDS", "TrainTab"]
