@@ -16,6 +16,11 @@ import pytest
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
+TWO_PEOPLE = next(
+    p / "groups" / "two_people.jpg"
+    for p in (Path(__file__).resolve().parents[2] / "shared" / "faces", Path(__file__).parent / "faces")
+    if (p / "groups" / "two_people.jpg").is_file()
+)
 
 from test_api import make_photos, start_server, stop_server  # noqa: E402
 
@@ -98,6 +103,23 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             time.sleep(0.5)
             shots.append(tmp_path / "generate.png")
             page.screenshot(path=str(shots[-1]), full_page=True)
+
+            # A two-person template: the face picker maps users to faces; the same user twice.
+            page.locator("#gen-templates button[aria-label='Clear']").first.click()
+            page.locator("#gen-templates input[type=file]").set_input_files([str(TWO_PEOPLE)])
+            expect(page.locator("#gen-picker").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#gen-face-1")).to_be_visible()
+            assert page.locator("#gen-face-2").is_hidden()
+            for i in (0, 1):
+                page.locator(f"#gen-face-{i} input").click()
+                page.locator(f"#gen-face-{i}").get_by_role("option", name="browser").click()
+                page.keyboard.press("Escape")
+            shots.append(tmp_path / "generate_picker.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
+            page.locator("#gen-start").click()
+            expect(page.locator("#gen-status")).to_contain_text(
+                re.compile(r"browser\s+\d\.\d{3}[\s\S]*browser\s+\d\.\d{3}"), timeout=120_000
+            )
 
             # A reload during a generation re-attaches to it.
             page.locator("#gen-start").click()

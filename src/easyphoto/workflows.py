@@ -322,6 +322,22 @@ def errors_to_exception(errors: list[dict[str, Any]]) -> EasyPhotoError:
 # ---------------------------------------------------------------------------------------------- swap
 
 
+def template_faces(template: Any, analyzer: Any = None, size: int = 128) -> list[dict[str, Any]]:
+    """The faces of a template left to right, as generation maps users to them: each with its box and
+    a square ``size`` px crop to show (for a face picker). ``template``: path, bytes or RGB array."""
+    from .face.analyzer import FaceAnalyzer
+    from .face.geometry import crop_face
+    from .imageio import load_image
+
+    image = template if hasattr(template, "shape") else load_image(template)
+    faces = (analyzer or FaceAnalyzer()).detect(image)
+    out = []
+    for i, face in enumerate(faces):
+        crop, _ = crop_face(image, face.box, size, ratio=1.6, border=255)
+        out.append({"index": i, "box": [round(float(v), 1) for v in face.box], "crop": crop})
+    return out
+
+
 def swap(
     photo: Any,
     template: Any,
@@ -364,5 +380,6 @@ __all__ = [
     "portrait_generator",
     "prepare_photos",
     "swap",
+    "template_faces",
     "train",
 ]

@@ -108,6 +108,7 @@ class JobService:
         self.limits = limits or Limits.from_settings()
         self.store = JobStore(self.home)
         self.templates_dir = self.home / "templates"
+        self._analyzer: Any = None  # the face picker's, loaded on first use (~1.6 s, no torch)
 
     # ------------------------------------------------------------------ defaults
     def defaults(self, kind: str) -> Any:
@@ -236,6 +237,19 @@ class JobService:
             raise
 
     # ------------------------------------------------------------------ inspect
+    def template_faces(self, source: str | Path) -> list[dict[str, Any]]:
+        """The faces of a template photo (an upload's path or a name in the templates folder), left
+        to right, with a crop each: what the face picker shows (``workflows.template_faces``)."""
+        from ..face.analyzer import FaceAnalyzer
+        from ..workflows import template_faces
+
+        path = Path(source)
+        if not path.is_absolute() and not path.exists():
+            path = self.template_path(str(source))
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer()
+        return template_faces(path, self._analyzer)
+
     def active_job(self, kind: str) -> str | None:
         """The newest queued or running job of ``kind`` (a reloaded page re-attaches to it)."""
         for job in self.store.list(kind=kind, limit=20):

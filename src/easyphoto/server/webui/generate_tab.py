@@ -10,11 +10,29 @@ import gradio as gr
 from ...config import GenerateConfig
 from ...errors import EasyPhotoError
 from ...jobs import FINISHED, Upload
+from ...users import PHOTO_USER
 from ..errors import public_message
 from ..i18n import t
 from .common import API, Tab, form_values, preset_values, progress_html, settings_grid, status_line
 
 GENERATE_FIELDS = list(GenerateConfig.model_fields)
+#: Faces the picker offers a user dropdown for (templates with more faces map the rest by order).
+MAX_PICKER_FACES = 8
+SKIP = "none"
+
+
+def _numbered_strip(faces: list[dict[str, Any]]) -> Any:
+    """The face crops side by side, each numbered as its dropdown is (1 = left-most)."""
+    import cv2
+    import numpy as np
+
+    tiles = []
+    for f in faces:
+        tile = np.ascontiguousarray(f["crop"])
+        cv2.rectangle(tile, (0, 0), (30, 26), (255, 255, 255), -1)
+        cv2.putText(tile, str(f["index"] + 1), (6, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (230, 90, 20), 2)
+        tiles.append(np.pad(tile, ((0, 0), (0, 6), (0, 0)), constant_values=255))
+    return np.hstack(tiles)
 
 
 class GenerateTab(Tab):
@@ -33,9 +51,15 @@ class GenerateTab(Tab):
         person: list[str] | None,
         files: list[str] | None,
         library: list[str] | None,
+        n_faces: int,
         *values: Any,
     ):
         code = self.code(request)
+        picked, values = values[:MAX_PICKER_FACES], values[MAX_PICKER_FACES:]
+        if n_faces and n_faces > 1:  # the face picker decides: one id (or "none") per face, left to right
+            users = [p or SKIP for p in picked[: min(n_faces, MAX_PICKER_FACES)]]
+            if all(u == SKIP for u in users):
+                return self.refuse(t("err.all_kept", code), code, 6)
         if not users and not person:
             return self.refuse(t("err.no_users", code), code, 6)
         if not files and not library:
@@ -50,6 +74,35 @@ class GenerateTab(Tab):
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 6)
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
+
+    def pick_faces(
+        self, files: list[str] | None, library: list[str] | None, users: list[str] | None,
+        person: list[str] | None, request: gr.Request,
+    ):  # fmt: skip
+        """The faces of the first template, left to right, each with a user dropdown (several faces)."""
+        code = self.code(request)
+        hidden = [gr.update(visible=False)] * MAX_PICKER_FACES
+        source = (files or [None])[0] or (library or [None])[0]
+        if not source:
+            return 0, gr.update(visible=False), None, *hidden
+        try:
+            faces = self.service.template_faces(source)
+        except EasyPhotoError:
+            return 0, gr.update(visible=False), None, *hidden  # the generation itself will say why
+        if len(faces) < 2:
+            return len(faces), gr.update(visible=False), None, *hidden
+        choices = [(t("gen.keep_face", code), SKIP)] + [(u, u) for u in self.service.user_ids()]
+        if person:
+            choices.append((t("gen.photo_user", code), PHOTO_USER))
+        wanted = list(users or []) or ([PHOTO_USER] if person else [])
+        if len(wanted) == 1:  # one user: the largest face, as generation does
+            areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in faces]
+            wanted = [wanted[0] if i == areas.index(max(areas)) else SKIP for i in range(len(faces))]
+        updates = []
+        for i in range(MAX_PICKER_FACES):
+            value = wanted[i] if i < len(wanted) else SKIP
+            updates.append(gr.update(visible=i < len(faces), choices=choices, value=value, label=f"{i + 1}"))
+        return len(faces), gr.update(visible=True), _numbered_strip(faces[:MAX_PICKER_FACES]), *updates
 
     def attach(self, request: gr.Request):
         """On page load: follow the running (or queued) generation, if there is one."""
@@ -135,6 +188,18 @@ class GenerateTab(Tab):
                 with gr.Row():
                     gr.Markdown(L("gen.library_hint"), elem_id="gen-library-hint")
                     gr.Markdown(f"`{service.templates_dir}`")
+                n_faces = gr.State(0)
+                with gr.Group(visible=False, elem_id="gen-picker") as picker:
+                    gr.Markdown(L("gen.picker"))
+                    face_crops = gr.Image(
+                        height=130, show_label=False, interactive=False, elem_id="gen-faces",
+                        buttons=[],
+                    )  # fmt: skip
+                    with gr.Row():
+                        pickers = [
+                            gr.Dropdown(visible=False, elem_id=f"gen-face-{i}", min_width=90)
+                            for i in range(MAX_PICKER_FACES)
+                        ]
                 preset = gr.Radio(
                     self.preset_choices(), value="standard", label=L("preset.label"), elem_id="gen-preset"
                 )
@@ -151,7 +216,13 @@ class GenerateTab(Tab):
         users_refresh.click(self.refresh_users, None, [users], api_visibility=API)
         library_refresh.click(self.refresh_templates, None, [library], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
-        start.click(self.start, [users, person, templates, library, *inputs], outputs, api_visibility=API)
+        start.click(
+            self.start, [users, person, templates, library, n_faces, *pickers, *inputs], outputs,
+            api_visibility=API,
+        )  # fmt: skip
+        shown = [n_faces, picker, face_crops, *pickers]
+        for source in (templates, library, users, person):
+            source.change(self.pick_faces, [templates, library, users, person], shown, api_visibility=API)
         preset.change(self.preset, [preset], inputs, api_visibility=API)
         polled = [progress, status, results, downloads, timer]
         timer.tick(self.poll, [job], polled, show_progress="hidden", api_visibility=API)
