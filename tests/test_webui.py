@@ -128,6 +128,9 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             page.get_by_role("tab", name="Generate").click()
             expect(page.locator("#gen-status")).to_contain_text("Job", timeout=20_000)
             expect(page.locator("#gen-status")).to_contain_text("finished", timeout=120_000)
+            # The templates folder starts with two public-domain samples; a click picks one.
+            page.locator("#gen-gallery img").first.click()
+            expect(page.locator("#gen-library")).to_contain_text("sample-astronaut.png", timeout=10_000)
             # The Jobs tab lists both jobs.
             page.get_by_role("tab", name="Jobs").click()
             expect(page.locator("#jobs-table")).to_contain_text("generation", timeout=10_000)

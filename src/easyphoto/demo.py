@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .imageio import save_png
+from .samples import people
 
 #: Steps of the demo's short LoRA (EasyPhoto trains 800; 100 already shows the face on a GPU).
 DEMO_STEPS = 100
@@ -44,17 +45,6 @@ def annotate(image: np.ndarray, faces: list) -> np.ndarray:
         for x, y in face.kps:
             cv2.circle(out, (int(round(x)), int(round(y))), thickness + 1, (255, 40, 40), -1)
     return out
-
-
-def people() -> dict[str, np.ndarray]:
-    """The two public-domain people of the demo, RGB: ``astronaut`` and ``cameraman``, upscaled (2×,
-    2.3×) so each face is over the 128 px preparation asks of a training photo."""
-    import cv2
-    from skimage import data
-
-    cam = cv2.resize(data.camera(), (1200, 1200), interpolation=cv2.INTER_CUBIC)
-    big = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    return {"astronaut": big, "cameraman": np.stack([cam] * 3, axis=-1)}
 
 
 def demo_photos(folder: Path, astronaut: np.ndarray, cameraman: np.ndarray) -> list[Path]:

@@ -175,7 +175,11 @@ class JobService:
             raise
 
     def list_templates(self) -> list[str]:
-        """Image files in ``EASYPHOTO_HOME/templates`` (a folder the user can fill)."""
+        """Image files in ``EASYPHOTO_HOME/templates`` (a folder the user can fill; a new one starts
+        with two public-domain samples, :func:`easyphoto.samples.seed_templates`)."""
+        from ..samples import seed_templates
+
+        seed_templates(self.templates_dir)
         if not self.templates_dir.is_dir():
             return []
         exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -184,6 +188,22 @@ class JobService:
             for p in self.templates_dir.iterdir()
             if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
         )
+
+    def template_thumbnails(self, side: int = 192, limit: int = 48) -> list[tuple[Any, str]]:
+        """Small copies of the library templates, ``(RGB array, name)``, for a clickable gallery (the
+        files themselves are not served: only what the UI makes is)."""
+        import numpy as np
+
+        from ..errors import BadImageError
+        from ..imageio import fit_within, load_image
+
+        out = []
+        for name in self.list_templates()[:limit]:  # one entry per listed name, in listing order
+            try:
+                out.append((fit_within(load_image(self.templates_dir / name), side)[0], name))
+            except BadImageError:  # a grey tile: generating with it says what is wrong
+                out.append((np.full((side, side, 3), 200, np.uint8), name))
+        return out
 
     def template_path(self, name: str) -> Path:
         """A library template by name: only names in the folder's listing are accepted."""

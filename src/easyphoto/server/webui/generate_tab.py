@@ -42,7 +42,16 @@ class GenerateTab(Tab):
         return gr.Dropdown(choices=self.service.user_ids())
 
     def refresh_templates(self):
-        return gr.Dropdown(choices=self.service.list_templates())
+        return gr.Dropdown(choices=self.service.list_templates()), self.service.template_thumbnails()
+
+    def choose_template(self, chosen: list[str] | None, evt: gr.SelectData):
+        """A click on a gallery template adds it to the chosen library templates."""
+        names = self.service.list_templates()  # the gallery's order (template_thumbnails)
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not isinstance(index, int) or not 0 <= index < len(names):
+            return gr.skip()
+        name = names[index]
+        return gr.Dropdown(value=list(dict.fromkeys([*(chosen or []), name])))
 
     def start(
         self,
@@ -185,6 +194,10 @@ class GenerateTab(Tab):
                         elem_id="gen-library",
                     )  # fmt: skip
                     library_refresh = gr.Button(L("gen.refresh"), scale=1)
+                gallery = gr.Gallery(
+                    value=service.template_thumbnails(), label=L("gen.gallery"), columns=6, height=150,
+                    allow_preview=False, elem_id="gen-gallery",
+                )  # fmt: skip
                 with gr.Row():
                     gr.Markdown(L("gen.library_hint"), elem_id="gen-library-hint")
                     gr.Markdown(f"`{service.templates_dir}`")
@@ -214,7 +227,8 @@ class GenerateTab(Tab):
                 results = gr.Gallery(label=L("gen.results"), columns=2, height="auto", elem_id="gen-results")
                 downloads = gr.File(label=L("gen.downloads"), file_count="multiple", elem_id="gen-downloads")
         users_refresh.click(self.refresh_users, None, [users], api_visibility=API)
-        library_refresh.click(self.refresh_templates, None, [library], api_visibility=API)
+        library_refresh.click(self.refresh_templates, None, [library, gallery], api_visibility=API)
+        gallery.select(self.choose_template, [library], [library], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
         start.click(
             self.start, [users, person, templates, library, n_faces, *pickers, *inputs], outputs,
