@@ -61,10 +61,16 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             assert page.get_by_text("Traceback").count() == 0
             page.locator("#train-photos button[aria-label='Clear']").first.click()
 
-            page.locator("#train-photos input[type=file]").set_input_files([str(p) for p in photos])
+            sky = tmp_path / "sky.jpg"  # no face: preparation refuses it and the gallery says so
+            from PIL import Image
+
+            Image.new("RGB", (400, 300), (120, 170, 230)).save(sky)
+            page.locator("#train-photos input[type=file]").set_input_files([str(p) for p in [*photos, sky]])
             page.wait_for_timeout(1000)
             page.locator("#train-start").click()
             expect(page.locator("#train-status")).to_contain_text("finished", timeout=120_000)
+            expect(page.locator("#train-photos")).to_contain_text("✓ kept")
+            expect(page.locator("#train-photos")).to_contain_text("✗ no face found")
             expect(page.locator("#train-validation img").first).to_be_visible(timeout=10_000)
             expect(page.locator("#train-sheet img").first).to_be_visible(timeout=10_000)
             expect(page.locator("#train-log textarea")).to_have_value(re.compile("training browser on"))

@@ -348,6 +348,7 @@ class _TrainProgress:
         elif kind == "prepared":
             event = {k: v for k, v in event.items() if k != "out"} | {"contact_sheet": "contact_sheet.png"}
             progress = {"stage": "train", "kept": event["kept"], "rejected": len(event["rejected"])}
+            progress["rejected_photos"] = event["rejected"]  # [{photo, reason}]: the UI marks them
             emit(self.job_id, event, progress | {"contact_sheet": "contact_sheet.png"})
         elif kind in ("start", "step"):
             progress = {"stage": "train", "step": event["step"], "max_steps": event["max_steps"]}

@@ -41,6 +41,7 @@ EN: dict[str, str] = {
         "contact sheet says why one was left out. Training takes ~3 min on a recent GPU, hours on a CPU."
     ),
     "train.replace": "Replace an existing user model with this id",
+    "train.kept": "kept",
     "preset.label": "Preset",
     "preset.quick": "Quick test",
     "preset.standard": "Standard",
@@ -143,6 +144,7 @@ ZH: dict[str, str] = {
         "在 CPU 上需数小时。"
     ),
     "train.replace": "替换同名的已有用户模型",
+    "train.kept": "保留",
     "preset.label": "预设",
     "preset.quick": "快速试用",
     "preset.standard": "标准",

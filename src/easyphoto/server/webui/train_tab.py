@@ -17,6 +17,20 @@ from .common import API, Tab, form_values, preset_values, progress_html, setting
 TRAIN_FIELDS = [n for n in TrainConfig.model_fields if n != "validation_templates"]
 
 
+def _marked(shown: list[Any] | None, rejected: list[dict[str, Any]] | None, code: str) -> Any:
+    """The uploaded photos captioned kept / refused with the reason, once preparation has run (the
+    n-th upload is stored as ``NN_<name>``); ``gr.skip()`` when nothing changes."""
+    if not shown or rejected is None:
+        return gr.skip()
+    why = {int(r["photo"][:2]): r["reason"] for r in rejected if r["photo"][:2].isdigit()}
+    items = [(item[0] if isinstance(item, (tuple, list)) else item) for item in shown]
+    marked = [
+        (path, f"✗ {why[i]}" if i in why else f"✓ {t('train.kept', code)}") for i, path in enumerate(items)
+    ]
+    old = [item[1] if isinstance(item, (tuple, list)) and len(item) > 1 else None for item in shown]
+    return gr.skip() if old == [c for _, c in marked] else marked
+
+
 class TrainTab(Tab):
     """Handlers and layout of the Train tab."""
 
@@ -37,7 +51,8 @@ class TrainTab(Tab):
         if user_id.strip().lower() in self.service.user_ids() and not replace:
             return self.refuse(t("err.user_exists", code, user=user_id.strip()), code, 4)
         try:
-            uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files]
+            paths = [Path(f[0] if isinstance(f, (tuple, list)) else f) for f in files]
+            uploads = [Upload(p.name, p.read_bytes()) for p in paths]
             train = form_values(TrainConfig, TRAIN_FIELDS, values)
             job = self.service.submit_train(user_id.strip(), uploads, train, {"retouch": bool(retouch)})
         except EasyPhotoError as exc:
@@ -53,10 +68,10 @@ class TrainTab(Tab):
     def preset(self, name: str):
         return preset_values("train", name, TRAIN_FIELDS, self.service.defaults("train"), self.gr)
 
-    def poll(self, job_id: str, request: gr.Request):
+    def poll(self, job_id: str, shown: list[Any] | None, request: gr.Request):
         gr, code = self.gr, self.code(request)
         if not job_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip()
         view = self.service.job_view(job_id, log_lines=200)
         fraction, line = status_line(view, code)
         prog = view.get("progress") or {}
@@ -86,6 +101,7 @@ class TrainTab(Tab):
             sheet,
             gallery,
             gr.Timer(active=not done),
+            _marked(shown, prog.get("rejected_photos"), code),
         )
 
     def cancel(self, job_id: str, request: gr.Request):
@@ -113,9 +129,9 @@ class TrainTab(Tab):
         timer = gr.Timer(1.0, active=False)
         with gr.Row():
             with gr.Column(scale=1):
-                photos = gr.File(
-                    label=L("train.photos"), file_count="multiple", file_types=["image"], type="filepath",
-                    elem_id="train-photos", height=160,
+                photos = gr.Gallery(
+                    label=L("train.photos"), file_types=["image"], type="filepath", interactive=True,
+                    columns=5, height=230, object_fit="cover", elem_id="train-photos",
                 )  # fmt: skip
                 gr.Markdown(L("train.hint"), elem_id="train-hint")
                 with gr.Row():
@@ -155,8 +171,8 @@ class TrainTab(Tab):
             api_visibility=API,
         )
         preset.change(self.preset, [preset], inputs, api_visibility=API)
-        outputs = [progress, status, log, sheet, validation, timer]
-        timer.tick(self.poll, [job], outputs, show_progress="hidden", api_visibility=API)
+        outputs = [progress, status, log, sheet, validation, timer, photos]
+        timer.tick(self.poll, [job, photos], outputs, show_progress="hidden", api_visibility=API)
         cancel.click(self.cancel, [job], [timer], api_visibility=API)
         resume.click(self.resume, [job], [timer], api_visibility=API)
         return job, timer
