@@ -390,3 +390,45 @@ def effective_source(config: object, setting: str) -> str:
         if local.is_dir():
             return str(local)
     return local_copy(setting, value) or value
+
+
+#: Extra base models offered by name (comma-separated hub ids or paths): ``EASYPHOTO_BASE_MODELS``.
+BASE_MODELS_ENV = "EASYPHOTO_BASE_MODELS"
+_CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def checkpoints_dir() -> Path:
+    """Where SD1.5 fine-tunes the studio may use are put: ``<models dir>/checkpoints`` (single
+    ``.safetensors``/``.ckpt`` files, as A1111's ``models/Stable-diffusion``, or diffusers folders)."""
+    return models_dir() / "checkpoints"
+
+
+def base_model_choices(configured: str) -> dict[str, str]:
+    """The base models a request may pick, by name → what the loaders open: the configured one, the
+    checkpoints folder's files and diffusers folders, and ``EASYPHOTO_BASE_MODELS``. Requests name one
+    of these; a server path or hub id they make up is never loaded."""
+    choices = {Path(configured).name if Path(configured).exists() else configured: configured}
+    folder = checkpoints_dir()
+    if folder.is_dir():
+        for item in sorted(folder.iterdir()):
+            usable = item.suffix.lower() in _CHECKPOINT_SUFFIXES or (item / "model_index.json").is_file()
+            if usable and not item.name.startswith("."):
+                choices.setdefault(item.name, str(item))
+    for ref in filter(None, (r.strip() for r in os.environ.get(BASE_MODELS_ENV, "").split(","))):
+        choices.setdefault(Path(ref).name if Path(ref).exists() else ref, ref)
+    return choices
+
+
+def resolve_base_model(name: str, configured: str) -> str:
+    """What to load for a requested base model ``name`` (a name from :func:`base_model_choices`, or its
+    file name without the extension, as EasyPhoto's ``sd_model_checkpoint`` gives it).
+
+    Raises :class:`KeyError` listing the choices when ``name`` is not one of them.
+    """
+    choices = base_model_choices(configured)
+    if name in choices:
+        return choices[name]
+    stems = {Path(k).stem: v for k, v in choices.items()}
+    if "/" not in name and "\\" not in name and Path(name).stem in stems:  # a bare file name only
+        return stems[Path(name).stem]
+    raise KeyError(f"base model {name!r} is not available here; choose one of: {', '.join(choices)}")

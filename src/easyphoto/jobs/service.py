@@ -142,9 +142,13 @@ class JobService:
         prepare: dict[str, Any] | None = None,
         *,
         notes: Sequence[str] = (),
+        base_model: str | None = None,
     ) -> Job:
-        """Validate the user id, settings and photos, store the photos and queue a training."""
+        """Validate the user id, settings and photos, store the photos and queue a training.
+
+        ``base_model``: one of :meth:`base_models` by name (default: the configured one)."""
         user_id = validate_user_id(user_id)
+        base = self.resolve_base_model(base_model)
         if train and train.get("validation_templates"):
             raise ConfigError(
                 "validation_templates names files on the server: only the operator may set it "
@@ -169,6 +173,8 @@ class JobService:
                 "resume": False,
                 "notes": list(notes),
             }
+            if base:
+                params["base_model"] = base
             return self.store.submit(job_id, "train", params, user_id=user_id)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -222,6 +228,7 @@ class JobService:
         notes: Sequence[str] = (),
         photos: Sequence[Upload] = (),
         ip_image: Upload | None = None,
+        base_model: str | None = None,
     ) -> Job:
         """Validate user ids (trained), settings and templates, store the templates, queue a generation.
 
@@ -231,6 +238,7 @@ class JobService:
         from ..workflows import check_generation
 
         gcfg = effective_config("generate", generate)
+        base = self.resolve_base_model(base_model)
         named = [PHOTO_USER] if photos else []
         ids = check_generation(list(user_ids) or named, gcfg, self.home, photo_users=named)
         uploads = list(templates)
@@ -248,6 +256,8 @@ class JobService:
             if photos:
                 lim = self.limits.max_photos
                 params["photos"] = self._store_uploads(folder, photos, "person", "photos", lim, sub="photos")
+            if base:
+                params["base_model"] = base
             if ip_image is not None:
                 params["ip_image"] = self._store_uploads(folder, [ip_image], "ip", "ip_image", 1, sub="ip")[0]
             first = next((u for u in ids if u.lower() != "none" and u not in named), None)
@@ -269,6 +279,29 @@ class JobService:
         if self._analyzer is None:
             self._analyzer = FaceAnalyzer()
         return template_faces(path, self._analyzer)
+
+    def base_models(self) -> list[str]:
+        """The base models a request may choose, by name (the configured one first; see
+        :func:`easyphoto.registry.base_model_choices`)."""
+        from ..config import ModelConfig
+        from ..registry import base_model_choices
+
+        return list(base_model_choices(ModelConfig().base_model))
+
+    def resolve_base_model(self, name: str | None) -> str | None:
+        """What a requested base model name loads (``None``: the configured one); a name that is not
+        offered is a :class:`ConfigError` listing the choices."""
+        from ..config import ModelConfig
+        from ..registry import resolve_base_model
+
+        if not name or not name.strip():
+            return None
+        configured = ModelConfig().base_model
+        try:
+            value = resolve_base_model(name.strip(), configured)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0])) from None
+        return None if value == configured else value
 
     def active_job(self, kind: str) -> str | None:
         """The newest queued or running job of ``kind`` (a reloaded page re-attaches to it)."""

@@ -79,6 +79,7 @@ class Worker:
         self.pid = os.getpid()
         self.stopping = False
         self._cache: Any = None
+        self._job_config: Any = None  # the running job's ModelConfig when it names a base model
         self._analyzer: Any = None
         self._generator: Any = None
         self._cancel_checked = 0.0
@@ -90,7 +91,7 @@ class Worker:
         if self._cache is None:
             from ..diffusion.models import ModelCache
 
-            self._cache = ModelCache(self.model_config or ModelConfig())
+            self._cache = ModelCache(self._job_config or self.model_config or ModelConfig())
         return self._cache
 
     @property
@@ -143,6 +144,7 @@ class Worker:
             log.info("job %s (%s) started by worker %d, attempt %d", job.id, job.kind, self.pid, job.attempts)
             t0 = time.perf_counter()
             try:
+                self._use_base_model(job.params.get("base_model"))
                 run = self._run_train if job.kind == "train" else self._run_generate
                 result = run(job, folder)
             except BaseException as exc:
@@ -154,6 +156,18 @@ class Worker:
                 self.store.finish(job.id, self.pid, SUCCEEDED, result=result)
             finally:
                 self._clean_models()
+
+    def _use_base_model(self, base_model: str | None) -> None:
+        """Load the job's base model (a name the service resolved), keeping the worker's models when it
+        is the one loaded: switching frees the old one first (one base model in memory at a time)."""
+        default = self.model_config or ModelConfig()
+        wanted = default.replace(base_model=base_model) if base_model else default
+        if self._cache is not None and self._cache.config == wanted:
+            return
+        if self._cache is not None:
+            log.info("switching base model: %s -> %s", self._cache.config.base_model, wanted.base_model)
+            self._cache.release()
+        self._cache, self._generator, self._job_config = None, None, wanted
 
     def _record_failure(self, job: Job, exc: BaseException) -> None:
         from ..errors import TrainingInterrupted

@@ -365,6 +365,22 @@ def _images(
     return [Upload(name=label.split("[")[0], data=body.image(v, label, max_bytes)) for label, v in raw]
 
 
+def checkpoint_by_name(service: JobService, name: str | None, notes: list[str]) -> str | None:
+    """EasyPhoto's ``sd_model_checkpoint`` as one of this server's base models (by file name, with or
+    without its extension); one it does not have adds a note and the server's default is used."""
+    if not name:
+        return None
+    try:
+        service.resolve_base_model(name)
+    except ConfigError:
+        notes.append(
+            f"sd_model_checkpoint {name!r} is not on this server (put it in the checkpoints folder): "
+            f"the default base model was used; available: {', '.join(service.base_models())}"
+        )
+        return None
+    return name
+
+
 def submit_train_body(service: JobService, buf: bytearray) -> tuple[Any, str, list[str]]:
     """Parse a training body, decode its photos and queue the job: (job, user id, notes)."""
     with DECODE_LOCK:
@@ -376,7 +392,8 @@ def submit_train_body(service: JobService, buf: bytearray) -> tuple[Any, str, li
         del body
     for i, up in enumerate(uploads):
         uploads[i] = Upload(name=f"instance_{i:02d}", data=up.data)
-    job = service.submit_train(req.user_id, uploads, train, prepare, notes=notes)
+    base = checkpoint_by_name(service, req.sd_model_checkpoint, notes)
+    job = service.submit_train(req.user_id, uploads, train, prepare, notes=notes, base_model=base)
     return job, req.user_id, notes
 
 
@@ -400,7 +417,10 @@ def submit_infer_body(service: JobService, buf: bytearray) -> tuple[Any, list[st
         elif req.ipa_control and req.ipa_image:
             ip_image = _images(body, [("ipa_image", req.ipa_image)], 1, "ipa_image", most)[0]
         del body
-    job = service.submit_generate(ids, uploads, (), gen, notes=notes, photos=photos, ip_image=ip_image)
+    base = checkpoint_by_name(service, req.sd_model_checkpoint, notes)
+    job = service.submit_generate(
+        ids, uploads, (), gen, notes=notes, photos=photos, ip_image=ip_image, base_model=base
+    )
     return job, notes
 
 

@@ -119,7 +119,6 @@ INFER_FIELDS = {
     "color_shift_last": "color_shift_last",
 }
 _TRAIN_IGNORED = {
-    "sd_model_checkpoint": "the server trains on its configured base model",
     "id_task": None,
     "dataloader_num_workers": None,
     "validation": "validation always runs: it selects the checkpoints",
@@ -207,7 +206,5 @@ def infer_settings(body: EasyPhotoInferRequest, default_prompt: str) -> tuple[di
         ignored.append(f"no_user_lora_mode={body.no_user_lora_mode!r} (IP-Adapter Face is used)")
     if given.get("crop_face_preprocess") is False:
         ignored.append("crop_face_preprocess=false (we always work on a crop around each face)")
-    if "sd_model_checkpoint" in given:
-        ignored.append("sd_model_checkpoint (the server's base model is used)")
     note = _ignored_note(ignored + sorted(body.model_extra or {}))
     return gen, [note] if note else []

@@ -137,8 +137,13 @@ def _server_routes(router: APIRouter, service: JobService, supervisor: Any) -> N
 
     @router.get("/v1/defaults", tags=["server"])
     def defaults() -> dict[str, Any]:
-        """The default settings of training, preparation and generation on this server."""
-        return {k: service.defaults(k).to_dict() for k in ("train", "prepare", "generate")}
+        """The default settings of training, preparation and generation on this server, and the base
+        models a request may name (``base_models``, the default first)."""
+        out: dict[str, Any] = {k: service.defaults(k).to_dict() for k in ("train", "prepare", "generate")}
+        return out | {"base_models": service.base_models()}
+
+
+BASE_MODEL_HELP = "Base model by name, one of GET /v1/defaults → base_models (default: the server's)."
 
 
 def _submit_routes(router: APIRouter, service: JobService) -> None:
@@ -154,6 +159,7 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
             'preparation settings under "prepare".',
             json_schema_extra=TRAIN_OPTIONS,
         ),
+        base_model: str | None = Form(None, description=BASE_MODEL_HELP),
     ) -> JobAccepted:
         """Queue a training of ``user_id`` from uploaded photos (prepared first); returns the job id."""
         opts = parse_options(options)
@@ -161,7 +167,9 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         if not isinstance(prep, dict):
             raise ConfigError("options.prepare: expected a JSON object")
         uploads = await read_uploads(photos, limits, "photo")
-        job = await run_in_threadpool(service.submit_train, user_id, uploads, opts, prep)
+        job = await run_in_threadpool(
+            lambda: service.submit_train(user_id, uploads, opts, prep, base_model=base_model)
+        )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
 
     @router.post("/v1/generate", status_code=202, response_model=JobAccepted, tags=["generation"])
@@ -173,6 +181,7 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         photos: list[UploadFile] | None = File(
             None, description="No training: photos of the person, painted in as user 'photo' (IP-Adapter)."
         ),
+        base_model: str | None = Form(None, description=BASE_MODEL_HELP),
         ip_image: UploadFile | None = File(
             None, description="A face the IP-Adapter sees instead of each user's own (ip_adapter_scale > 0)."
         ),
@@ -193,7 +202,13 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         ip = (await read_uploads([ip_image], limits, "ip_image"))[0] if ip_image is not None else None
         job = await run_in_threadpool(
             lambda: service.submit_generate(
-                ids, uploads, list(template_names or []), parse_options(options), photos=people, ip_image=ip
+                ids,
+                uploads,
+                list(template_names or []),
+                parse_options(options),
+                photos=people,
+                ip_image=ip,
+                base_model=base_model,
             )
         )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")

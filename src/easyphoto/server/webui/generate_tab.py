@@ -60,6 +60,7 @@ class GenerateTab(Tab):
         person: list[str] | None,
         files: list[str] | None,
         library: list[str] | None,
+        base: str | None,
         n_faces: int,
         *values: Any,
     ):
@@ -78,8 +79,9 @@ class GenerateTab(Tab):
             photos = [Upload(Path(f).name, Path(f).read_bytes()) for f in person or []]
             settings = form_values(GenerateConfig, GENERATE_FIELDS, values)
             job = self.service.submit_generate(
-                list(users or []), uploads, list(library or []), settings, photos=photos
-            )
+                list(users or []), uploads, list(library or []), settings, photos=photos,
+                base_model=base or None,
+            )  # fmt: skip
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 6)
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
@@ -222,6 +224,14 @@ class GenerateTab(Tab):
                 progress = gr.HTML(elem_id="gen-progress")
                 status = gr.Markdown(elem_id="gen-status")
                 with gr.Accordion(L("gen.advanced"), open=False, elem_id="gen-advanced"):
+                    bases = service.base_models()
+                    base = gr.Dropdown(
+                        label=L("base.label"),
+                        info=L("base.help"),
+                        choices=bases,
+                        value=bases[0],
+                        elem_id="gen-base",
+                    )
                     inputs = settings_grid(gr, GenerateConfig, GENERATE_FIELDS, gdef, L)
             with gr.Column(scale=1):
                 results = gr.Gallery(label=L("gen.results"), columns=2, height="auto", elem_id="gen-results")
@@ -231,7 +241,7 @@ class GenerateTab(Tab):
         gallery.select(self.choose_template, [library], [library], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
         start.click(
-            self.start, [users, person, templates, library, n_faces, *pickers, *inputs], outputs,
+            self.start, [users, person, templates, library, base, n_faces, *pickers, *inputs], outputs,
             api_visibility=API,
         )  # fmt: skip
         shown = [n_faces, picker, face_crops, *pickers]

@@ -40,6 +40,7 @@ class TrainTab(Tab):
         files: list[str] | None,
         user_id: str,
         replace: bool,
+        base: str | None,
         retouch: bool,
         *values: Any,
     ):
@@ -54,7 +55,8 @@ class TrainTab(Tab):
             paths = [Path(f[0] if isinstance(f, (tuple, list)) else f) for f in files]
             uploads = [Upload(p.name, p.read_bytes()) for p in paths]
             train = form_values(TrainConfig, TRAIN_FIELDS, values)
-            job = self.service.submit_train(user_id.strip(), uploads, train, {"retouch": bool(retouch)})
+            prep = {"retouch": bool(retouch)}
+            job = self.service.submit_train(user_id.strip(), uploads, train, prep, base_model=base or None)
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 4)
         status = f"{t('train.job', code)} `{job.id}`"
@@ -151,7 +153,13 @@ class TrainTab(Tab):
                 progress = gr.HTML(elem_id="train-progress")
                 status = gr.Markdown(elem_id="train-status")
                 with gr.Accordion(L("train.advanced"), open=False, elem_id="train-advanced"):
-                    retouch = gr.Checkbox(label=L("train.retouch"), value=pdef.retouch)
+                    bases = self.service.base_models()
+                    with gr.Row():
+                        base = gr.Dropdown(
+                            label=L("base.label"), info=L("base.help"), choices=bases, value=bases[0],
+                            elem_id="train-base",
+                        )  # fmt: skip
+                        retouch = gr.Checkbox(label=L("train.retouch"), value=pdef.retouch)
                     inputs = settings_grid(gr, TrainConfig, TRAIN_FIELDS, tdef, L)
             with gr.Column(scale=1):
                 sheet = gr.Image(
@@ -166,7 +174,7 @@ class TrainTab(Tab):
                 )  # fmt: skip
         start.click(
             self.start,
-            [photos, user_id, replace, retouch, *inputs],
+            [photos, user_id, replace, base, retouch, *inputs],
             [job, timer, progress, status],
             api_visibility=API,
         )
