@@ -164,11 +164,13 @@ class ModelConfig(_Validated, BaseSettings):
     checkpoint (offline, a single file also needs ``config_dir``: a local diffusers SD1.5 folder whose
     configs describe it). When ``base_model`` is a local folder with a ``controlnet/`` subfolder (like the
     one ``easyphoto tiny-model DIR`` writes), every ControlNet left at its default is taken from
-    ``controlnet/<name>/`` instead. ``controlnet_color`` defaults to EasyPhoto's own colour ControlNet
-    (``control_sd15_random_color``), which has no official hub repository; the URL is the mirror
-    EasyPhoto's installer downloads from. ``cpu_offload`` (CUDA) keeps each model on the CPU until it
-    runs: ~3 GB of VRAM instead of ~5. ``lora_cache_size`` 4: each cached user LoRA costs ~150 MB in
-    fp16 at rank 128, and switching among cached ones measured 0.013 s instead of 0.184 s.
+    ``controlnet/<name>/`` instead. ``controlnet_color``: EasyPhoto's ``control_sd15_random_color.pth``,
+    an original ControlNet-1.x file (converted with the canny net's config) in no official hub repo: the
+    default is the Hugging Face mirror ``ll00292007/easyphoto`` (diffusers fetches hub URLs only); EasyPhoto's
+    installer takes https://pai-aigc-photog.oss-cn-hangzhou.aliyuncs.com/webui/control_sd15_random_color.pth
+    (the fallback of ``easyphoto models download controlnet-color``). ``cpu_offload`` (CUDA) keeps each
+    model on the CPU until it runs: ~3 GB of VRAM instead of ~5. ``lora_cache_size`` 4: each cached user
+    LoRA costs ~150 MB in fp16 at rank 128, and switching among cached ones measured 0.013 s, not 0.184 s.
 
     Every field is also read from its environment variable (named in its description); a value given
     to the constructor wins. ``HF_HUB_OFFLINE=1`` never tries the hub.
@@ -205,7 +207,7 @@ class ModelConfig(_Validated, BaseSettings):
     controlnet_color: str = Field(
         "https://huggingface.co/ll00292007/easyphoto/blob/main/control_sd15_random_color.pth",
         validation_alias=_env("controlnet_color", "EASYPHOTO_CONTROLNET_COLOR"),
-        description="Colour ControlNet: id, folder, file or URL (EASYPHOTO_CONTROLNET_COLOR).",
+        description="Colour ControlNet: id, folder, file or hub URL (EASYPHOTO_CONTROLNET_COLOR).",
     )
     controlnet_tile: str = Field(
         "lllyasviel/control_v11f1e_sd15_tile",

@@ -29,6 +29,7 @@ from .sources import (
     _explain_missing,
     _is_url,
     _looks_like_path,
+    controlnet_config_dir,
     make_scheduler,
     pick_device_dtype,
     quiet_libraries,
@@ -314,12 +315,12 @@ class ModelCache:
         src = self.controlnet_source(name)
         path = Path(src).expanduser()
         env = "EASYPHOTO_" + CONTROLNET_FIELDS[name].upper()
-        hint = (
-            f"download it with `huggingface-cli download {src}` or pass a local folder or file with {env}"
-            if not _is_url(src)
-            else f"download the file and pass its local path with {env}"
-        )
-        with _explain_missing(f"ControlNet {name!r}", src, hint):
+        hint = f"download it with `huggingface-cli download {src}` or pass a local folder or file with {env}"
+        if _is_url(src):
+            hint = f"run `easyphoto models download controlnet-{name}` or pass a downloaded copy with {env}"
+        elif path.exists() or _looks_like_path(src):
+            hint = f"pass a diffusers ControlNet folder or an original .safetensors/.pth file with {env}"
+        with _explain_missing(f"ControlNet {name!r}", src, hint, offline=self._lfo()):
             if path.is_dir():
                 net = ControlNetModel.from_pretrained(str(path), torch_dtype=self.dtype)
             elif path.is_file() or _is_url(src):
@@ -339,17 +340,17 @@ class ModelCache:
         return net
 
     def _controlnet_single_file(self, name: str, src: str) -> ControlNetModel:
-        """An original-format (A1111 / ControlNet 1.x) file, converted with another net's diffusers config."""
+        """An original-format (A1111 / ControlNet 1.x) file, converted with the canny net's diffusers config.
+
+        The config is made local first (:func:`controlnet_config_dir`): only the offline setting keeps a
+        URL's weights from downloading, and a missing config is reported as such, not as a bad file.
+        """
         from diffusers import ControlNetModel
 
         ref = self.controlnet_source("canny") if name != "canny" else None
-        if ref is not None and (Path(ref).is_file() or _is_url(ref)):
-            ref = None
+        config = controlnet_config_dir(ref, name, offline=self._lfo())
         return ControlNetModel.from_single_file(
-            src,
-            config=ref,
-            torch_dtype=self.dtype,
-            local_files_only=self._lfo() or (ref is not None and Path(ref).is_dir()),
+            src, config=config, torch_dtype=self.dtype, local_files_only=self._lfo()
         )
 
     # ------------------------------------------------------------------ pipelines

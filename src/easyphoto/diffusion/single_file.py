@@ -2,7 +2,9 @@
 
 The key layout is CompVis' ``model.diffusion_model.*`` (UNet), ``first_stage_model.*`` (VAE) and
 ``cond_stage_model.transformer.text_model.*`` (CLIP), the inverse of diffusers' single-file conversion;
-:meth:`diffusers.StableDiffusionPipeline.from_single_file` reads it back bit for bit.
+:meth:`diffusers.StableDiffusionPipeline.from_single_file` reads it back bit for bit. A ControlNet
+becomes ControlNet 1.x's layout (:func:`controlnet_original_state_dict`), which
+:meth:`diffusers.ControlNetModel.from_single_file` reads back the same way.
 """
 
 from __future__ import annotations
@@ -81,6 +83,40 @@ def unet_to_original(state: dict[str, torch.Tensor], layers_per_block: int) -> d
     return out
 
 
+def controlnet_to_original(state: dict[str, torch.Tensor], layers_per_block: int) -> dict[str, torch.Tensor]:
+    """Rename a diffusers SD1.x ``ControlNetModel`` state dict to ControlNet-1.x keys (without prefix).
+
+    The encoder copy keeps the UNet's names (``input_blocks``, ``middle_block``, ``time_embed``); the
+    ControlNet parts become ``input_hint_block.{0,2,…,14}`` (convs between SiLUs), ``zero_convs.N.0``
+    and ``middle_block_out.0``, the layout of lllyasviel's and A1111's ``.pth`` files.
+    """
+    out: dict[str, torch.Tensor] = {}
+    rest: dict[str, torch.Tensor] = {}
+    n_blocks = len({k.split(".")[2] for k in state if k.startswith("controlnet_cond_embedding.blocks.")})
+    hint = {"conv_in": 0, "conv_out": 2 * (n_blocks + 1)}
+    for key, value in state.items():
+        m = re.match(r"controlnet_cond_embedding\.(conv_in|conv_out|blocks\.(\d+))\.(.+)", key)
+        if m:
+            idx = hint[m.group(1)] if m.group(2) is None else 2 * (int(m.group(2)) + 1)
+            out[f"input_hint_block.{idx}.{m.group(3)}"] = value
+        elif key.startswith("controlnet_down_blocks."):
+            _, i, param = key.split(".")
+            out[f"zero_convs.{i}.0.{param}"] = value
+        elif key.startswith("controlnet_mid_block."):
+            out[f"middle_block_out.0.{key.rpartition('.')[2]}"] = value
+        else:
+            rest[key] = value
+    out.update(unet_to_original(rest, layers_per_block))
+    return out
+
+
+def controlnet_original_state_dict(controlnet, prefix: str = "control_model.") -> dict[str, torch.Tensor]:
+    """A ``ControlNetModel`` as an original-format state dict (``control_model.*`` like ControlNet 1.0
+    and EasyPhoto's colour net; ``prefix=""`` for ControlNet 1.1's files), tensors on CPU, contiguous."""
+    state = controlnet_to_original(controlnet.state_dict(), controlnet.config.layers_per_block)
+    return {f"{prefix}{k}": v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
 def vae_to_original(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
     """Rename a diffusers ``AutoencoderKL`` state dict to CompVis keys (attention as 1×1 convs)."""
     out: dict[str, torch.Tensor] = {}
@@ -153,6 +189,8 @@ def save_single_file(path: str | Path, unet, vae, text_encoder, dtype: torch.dty
 
 
 __all__ = [
+    "controlnet_original_state_dict",
+    "controlnet_to_original",
     "original_state_dict",
     "save_single_file",
     "text_encoder_to_original",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,26 @@ from easyphoto.errors import ConfigError, ModelNotFoundError
 logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
 
 
+class _NoEmptyFp32Notice(logging.Filter):
+    """Drops diffusers' "modules … should be kept in float32: []" warning, which every ``.to(dtype)`` of a
+    model without such modules prints (each single-file load, each cast); a non-empty list still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+_EMPTY_FP32_FILTER = _NoEmptyFp32Notice()
+
+
 def quiet_libraries() -> None:
     """No per-file "Loading weights" bars and no notices about stacking LoRA adapters; download bars stay.
 
-    Set ``EASYPHOTO_VERBOSE=1`` to keep the libraries' own output.
+    Set ``EASYPHOTO_VERBOSE=1`` to keep the libraries' own output (diffusers' spurious "should be kept in
+    float32: []" warning stays silenced even then: it says nothing).
     """
+    fp32_logger = logging.getLogger("diffusers.models.modeling_utils")
+    if _EMPTY_FP32_FILTER not in fp32_logger.filters:
+        fp32_logger.addFilter(_EMPTY_FP32_FILTER)
     if os.environ.get("EASYPHOTO_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
         return
     import warnings
@@ -169,19 +186,100 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _clause(text: str) -> str:
+    """``text`` without colour codes, surrounding blanks or a final period (so joined sentences get one)."""
+    return _ANSI.sub("", text).strip().rstrip(".").rstrip()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (as its traceback shows), outermost first."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not e for e in out):
+        out.append(cur)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return out
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why loading failed (type and first line, ≤ 200 characters, no final period).
+
+    Library wrappers hide the cause: diffusers' "Unable to load weights" stands for the real read error
+    (e.g. torch's safe unpickler refusing a ``.pth``: said so, with what to do if the file is trusted),
+    and its "does not appear to have a file" for the hub's "not in the cache".
+    """
+    chain = _chain(exc)
+    shown = next((e for e in chain if type(e).__name__ == "LocalEntryNotFoundError"), exc)
+    if "Unable to load weights" in str(exc):
+        shown = chain[-1]
+    text = _ANSI.sub("", str(shown))
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\.?\n|$)", text)
+    if isinstance(shown, pickle.UnpicklingError) and m:
+        text = m.group(1)
+        if "global" in text.lower():
+            return (
+                f"torch's safe loader (weights_only=True) refused the file: {_clause(text)}; only if you "
+                "trust the file, load it once with torch.load(path, weights_only=False), save its tensors "
+                "with safetensors.torch.save_file and use that .safetensors file"
+            )
+    lines = text.strip().splitlines()
+    return f"{type(shown).__name__}: {_clause(lines[0][:200]) if lines else ''}".rstrip(": ")
+
+
 @contextlib.contextmanager
-def _explain_missing(what: str, source: str, hint: str) -> Iterator[None]:
-    """Turn hub / file errors into one :class:`ModelNotFoundError` naming ``what`` and how to provide it."""
+def _explain_missing(what: str, source: str, hint: str, *, offline: bool = False) -> Iterator[None]:
+    """Turn hub / file errors into one :class:`ModelNotFoundError` naming ``what`` and how to provide it.
+
+    ``offline``: the caller forbade the hub (``local_files_only``); ``HF_HUB_OFFLINE`` also counts.
+    """
     try:
         yield
     except ModelNotFoundError:
         raise
     except _hub_errors() as exc:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+        reason, hint = _reason(exc), _clause(hint)
         if Path(source).expanduser().exists():
-            msg = f"{what} {source!r} could not be loaded: {reason}. {hint[0].upper()}{hint[1:]}."
+            msg = f"{what} {source!r} could not be loaded: {reason}. {hint[:1].upper()}{hint[1:]}."
         else:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-            where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub is unreachable"
+            env_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+            where = (
+                "offline mode is on (HF_HUB_OFFLINE / local_files_only)"
+                if offline or env_offline
+                else "the hub is unreachable"
+            )
             msg = f"{what} {source!r} not found locally and {where} (or the id is wrong): {hint}. [{reason}]"
         raise ModelNotFoundError(msg) from None
+
+
+def controlnet_config_dir(canny: str | None, name: str, *, offline: bool) -> str:
+    """A local folder with the diffusers ``config.json`` that converts ControlNet ``name``'s original file.
+
+    ``canny``: the canny net's source (``None`` when converting the canny file itself). Its folder when
+    it is one; else its hub id's ``config.json`` (cached, or downloaded unless ``offline``); when canny
+    is a file or URL too, diffusers' own SD1.5 choice (our default canny id). Errors name this config
+    and the setting that points to it, not the weights file.
+    """
+    from easyphoto.config import ModelConfig
+
+    from_canny = canny is not None and not (Path(canny).expanduser().is_file() or _is_url(canny))
+    ref = canny if from_canny and canny is not None else str(ModelConfig.default_of("controlnet_canny"))
+    path = Path(ref).expanduser()
+    setting = "EASYPHOTO_CONTROLNET_CANNY (controlnet_canny)"
+    if path.is_dir() or _looks_like_path(ref):
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"canny ControlNet {ref!r} is not a folder with a config.json, which converting the {name!r} "
+                f"ControlNet file needs: point {setting} at a diffusers ControlNet folder"
+            )
+        return str(path)
+    hint = f"download it with `huggingface-cli download {ref} config.json`, " + (
+        f"or point {setting} at a local diffusers ControlNet folder" if from_canny else "or go online once"
+    )
+    what = f"diffusers config of the canny ControlNet (needed to convert the {name!r} ControlNet file)"
+    with _explain_missing(what, ref, hint, offline=offline):
+        from huggingface_hub import hf_hub_download
+
+        return str(Path(hf_hub_download(ref, "config.json", local_files_only=offline)).parent)
