@@ -326,7 +326,8 @@ class TrainConfig(_Settings):
     train_text_encoder: bool = Field(True, description="Also train a LoRA on the text encoder.")
     random_flip: bool = Field(True, description="Mirror training images at random.")
     mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
-        None, description="Mixed precision; unset: fp16 on CUDA, none elsewhere."
+        None,
+        description="Mixed precision; unset: fp16 on CUDA (and for fp16 weights on MPS), none on the CPU.",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (CUDA).")
     use_8bit_adam: bool = Field(False, description="8-bit AdamW (CUDA, bitsandbytes).")

@@ -33,6 +33,7 @@ from .registry import (
     package_files,
     url_path,
 )
+from .store import replace_path
 
 #: Bytes read per chunk when hashing or downloading (1 MiB: hashing runs at disk speed with it).
 CHUNK = 1 << 20
@@ -245,7 +246,7 @@ def fetch_url(
             f"{url}: sha256 {digest[:12]}… is not the published {sha256[:12]}…; the download was deleted"
         )
     dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
-    os.replace(part, dest)
+    replace_path(part, dest)
     return dest
 
 

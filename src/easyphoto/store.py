@@ -9,6 +9,7 @@ joins an unvalidated string to a path.
 * :func:`atomic_path` / :func:`write_bytes_atomic` / :func:`write_json_atomic` (one file) and
   :func:`atomic_dir` (a whole folder): all or nothing, fsynced, even when the process is killed.
 * :func:`recover_stale`: at start-up, repair and clean what killed writers left behind.
+* :func:`user_lock`: one job changes a user's model at a time (an OS lock on Linux, macOS, Windows).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: Windows flushes a file (``FlushFileBuffers``) only through a handle opened for writing.
+_FSYNC_FLAGS = (os.O_RDWR | getattr(os, "O_BINARY", 0)) if os.name == "nt" else os.O_RDONLY
+
+
 def _fsync_tree(root: Path) -> None:
     """fsync every regular file under ``root``, then every folder (deepest first), then ``root``."""
     for folder, _dirs, files in os.walk(root, topdown=False):
@@ -196,7 +202,7 @@ def _fsync_tree(root: Path) -> None:
             path = os.path.join(folder, name)
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue  # symbolic links and the like hold no data of their own
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, _FSYNC_FLAGS)
             try:
                 os.fsync(fd)
             finally:
@@ -221,18 +227,19 @@ _renameat2: Any = None
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths atomically with Linux's ``renameat2(RENAME_EXCHANGE)``.
 
-    Returns False (having changed nothing) where that is not available: not Linux, a libc without
-    ``renameat2`` (glibc before 2.28), or a file system that refuses the flag (EINVAL).
+    Returns False (having changed nothing) where that is not available: not Linux, no ``ctypes``, a
+    libc without ``renameat2`` (glibc before 2.28, some musl builds), or a file system that refuses the
+    flag (EINVAL). Setting ``_renameat2 = False`` forces the portable two-rename path of :func:`_swap_in`.
     """
     global _renameat2
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _renameat2 is False:
         return False
     if _renameat2 is None:
-        import ctypes
-
         try:
+            import ctypes
+
             fn = ctypes.CDLL(None, use_errno=True).renameat2
-        except (OSError, AttributeError):
+        except (ImportError, OSError, AttributeError):
             fn = False
         else:
             fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -248,6 +255,24 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(code, f"{os.strerror(code)}: cannot swap {a} and {b}")
+
+
+#: Pauses (s) between tries of a rename that Windows refused (about 2 s in all).
+_REPLACE_RETRIES = (0.02, 0.05, 0.1, 0.2, 0.4, 0.5, 0.75)
+
+
+def replace_path(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """:func:`os.replace`, retried for a moment on Windows, where a file or folder that another
+    process holds open (a reader of the previous version, an antivirus or indexer) cannot be replaced
+    or renamed (PermissionError) until it is closed. Elsewhere a single call: POSIX renames over open
+    files."""
+    for pause in _REPLACE_RETRIES if os.name == "nt" else ():
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            time.sleep(pause)
+    os.replace(src, dst)
 
 
 @contextlib.contextmanager
@@ -268,7 +293,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        replace_path(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -292,9 +317,10 @@ def _swap_in(staging: Path, target: Path) -> None:
     """Put the finished ``staging`` folder at ``target`` and delete what was there before.
 
     With an existing ``target`` on Linux, one ``renameat2(RENAME_EXCHANGE)``: ``target`` is never
-    missing, and the old content, now at ``staging``, is deleted. Elsewhere two renames (old aside to
-    ``.<name>.<pid>.old``, new in place): a crash between them leaves ``target`` missing, which
-    :func:`recover_stale` repairs from the ``.old`` folder.
+    missing, and the old content, now at ``staging``, is deleted. Elsewhere (macOS, Windows, no
+    ``ctypes``, a file system without the flag) two renames (old aside to ``.<name>.<pid>.old``, new in
+    place; each retried on Windows while another process holds a file open): a crash between them
+    leaves ``target`` missing, which :func:`recover_stale` repairs from the ``.old`` folder.
     """
     if not os.path.lexists(target):
         os.rename(staging, target)
@@ -307,11 +333,11 @@ def _swap_in(staging: Path, target: Path) -> None:
     old = target.parent / f".{target.name}.{os.getpid()}.old"
     if os.path.lexists(old):
         _remove(old)
-    os.replace(target, old)
+    replace_path(target, old)
     try:
-        os.replace(staging, target)
+        replace_path(staging, target)
     except BaseException:
-        os.replace(old, target)
+        replace_path(old, target)
         raise
     _fsync_dir(target.parent)
     _remove(old)
@@ -356,21 +382,45 @@ _STALE_RE = re.compile(
 )
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (a reused pid counts as alive: we then leave its files)."""
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a reused pid counts as alive: we then leave its files).
+
+    POSIX: ``kill(pid, 0)``. Windows: ``OpenProcess`` and a zero-timeout wait on its handle, never
+    ``os.kill`` (which there sends Ctrl+C to the console or terminates the process). When it cannot
+    tell, it answers True (keep what the process may own).
+    """
     if pid <= 0:
         return False
     if pid == os.getpid():
         return True
+    if os.name == "nt":
+        return _win_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return True  # cannot tell (e.g. Windows): keep the files
+    except OSError:  # PermissionError: exists, owned by someone else; anything else: cannot tell
+        return True
     return True
+
+
+def _win_pid_alive(pid: int) -> bool:
+    """Windows: a process handle we can open and whose wait times out is a live process."""
+    try:
+        import ctypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    except (ImportError, OSError, AttributeError):
+        return True
+    synchronize, wait_object_0, error_invalid_parameter = 0x00100000, 0, 87
+    kernel32.OpenProcess.restype = ctypes.c_void_p
+    handle = kernel32.OpenProcess(synchronize, False, pid)
+    if not handle:
+        return ctypes.get_last_error() != error_invalid_parameter  # 87: no such process
+    try:
+        return kernel32.WaitForSingleObject(ctypes.c_void_p(handle), 0) != wait_object_0
+    finally:
+        kernel32.CloseHandle(ctypes.c_void_p(handle))
 
 
 def recover_stale(parent: str | os.PathLike) -> list[str]:
@@ -396,7 +446,7 @@ def recover_stale(parent: str | os.PathLike) -> list[str]:
     olds: dict[str, list[os.DirEntry]] = {}
     for entry in entries:
         match = _STALE_RE.fullmatch(entry.name)
-        if not match or _pid_alive(int(match["pid"])):
+        if not match or pid_alive(int(match["pid"])):
             continue
         if match["old"]:
             olds.setdefault(match["name"], []).append(entry)
@@ -453,28 +503,48 @@ def lowercase_user_dirs(parent: str | os.PathLike) -> list[str]:
 def user_lock(user_id: str, home: Path | None = None, what: str = "a job") -> Iterator[Path]:
     """Hold an exclusive, non-blocking lock on one user while a job changes their model.
 
-    A second holder gets :class:`~easyphoto.errors.UserBusyError` at once. The lock is an OS file lock
-    (``flock``), so it is released when the process dies: a crash never leaves a user locked forever.
+    A second holder (another process, or another ``user_lock`` in this one) gets
+    :class:`~easyphoto.errors.UserBusyError` at once, naming the holder (``"training (pid 4242)"``).
+    The lock is ``filelock``'s OS lock on ``locks/<id>.lock`` (``flock`` on Linux and macOS,
+    ``LockFileEx`` on Windows), so it is released when the process dies: a crash never leaves a user
+    locked forever. Where neither exists, ``filelock`` falls back to a marker file that a later
+    holder takes over once the recorded process is gone. Who holds it is written beside the lock,
+    in ``locks/<id>.holder`` (Windows forbids reading a locked byte range), and removed on release.
     """
-    import fcntl
+    from filelock import FileLock, Timeout
 
     from .errors import UserBusyError
 
+    canonical = validate_user_id(user_id)
     lock_dir = (home or easyphoto_home()) / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"{validate_user_id(user_id)}.lock"
-    fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+    path = lock_dir / f"{canonical}.lock"
+    holder = lock_dir / f"{canonical}.holder"
+    lock = FileLock(str(path))
     try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise UserBusyError(f"user {user_id!r} is busy: {holder} is running for this user") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{what} (pid {os.getpid()})")
-        fh.flush()
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise UserBusyError(
+            f"user {user_id!r} is busy: {_lock_holder(holder)} is running for this user"
+        ) from None
+    try:
+        with contextlib.suppress(OSError):
+            holder.write_text(f"{what} (pid {os.getpid()})", encoding="utf-8")
         yield path
     finally:
-        fh.close()
+        with contextlib.suppress(OSError):  # before the release: the next holder's name stays
+            holder.unlink()
+        lock.release()
+
+
+def _lock_holder(holder: Path) -> str:
+    """What the holder file says (``"training (pid 4242)"``); "another process" when it is missing,
+    unreadable, or names a process that is gone (killed before it could remove it)."""
+    try:
+        text = holder.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return "another process"
+    match = re.search(r"\(pid ([0-9]+)\)$", text)
+    if not text or (match and not pid_alive(int(match[1]))):
+        return "another process"
+    return text

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import TRIGGER_CAPTION, easyphoto_home
 from .errors import BadImageError, EasyPhotoError, UnknownUserError, UserModelError
-from .store import atomic_dir, user_dir, users_dir, validate_user_id, write_json_atomic
+from .store import atomic_dir, replace_path, user_dir, users_dir, validate_user_id, write_json_atomic
 
 #: Version of ``meta.json``. 1: the first versioned layout (models without ``format_version`` are read
 #: as version 0, which had the same files and keys).
@@ -302,7 +302,7 @@ def delete_user(user_id: str, home: Path | None = None) -> None:
         raise UnknownUserError(f"no trained model for user {user_id!r}")
     with user_lock(user_id, home, what="deletion"):
         trash = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.old"
-        os.replace(folder, trash)  # the model disappears at once, never half
+        replace_path(folder, trash)  # the model disappears at once, never half
         shutil.rmtree(trash, ignore_errors=True)
 
 

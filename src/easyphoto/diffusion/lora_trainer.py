@@ -48,10 +48,15 @@ class LoraTrainer:
         self.config = config
         device = cache.device
         optimizer_cls, optimizer_kw = _optimizer_class(config, device)  # refuses before touching the cache
-        mp = config.mixed_precision or ("fp16" if device.type == "cuda" else "no")
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=config.grad_accum, mixed_precision=mp, cpu=device.type == "cpu"
-        )
+        mp = mixed_precision(config.mixed_precision, device, getattr(cache, "dtype", None))
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # accelerate trains on the current GPU: make it the cache's
+        try:
+            self.accelerator = Accelerator(
+                gradient_accumulation_steps=config.grad_accum, mixed_precision=mp, cpu=device.type == "cpu"
+            )
+        except ValueError as exc:  # e.g. bf16 on a GPU without it, fp16 on an old torch for MPS
+            raise ConfigError(f"mixed_precision {mp!r} cannot run on {device}: {exc}") from None
         set_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
@@ -302,7 +307,7 @@ class LoraTrainer:
         device = self.accelerator.device
         mp = self.accelerator.mixed_precision
         autocast: Any = contextlib.nullcontext()
-        if device.type == "cuda" and mp in ("fp16", "bf16"):
+        if mp in ("fp16", "bf16") and _autocast_ok(device.type, mp):
             autocast = torch.autocast(device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
         try:
             with torch.no_grad(), autocast:
@@ -363,6 +368,35 @@ def disable_checkpointing(module: Any) -> bool:
     return on
 
 
+def mixed_precision(requested: str | None, device: Any, dtype: Any = None) -> str:
+    """accelerate's mixed-precision mode for a training on ``device`` with frozen weights of ``dtype``.
+
+    ``requested`` (the ``mixed_precision`` setting) wins. Else it follows the weights: ``fp16`` for
+    float16 weights on a GPU (CUDA or MPS; the CPU has no fp16 autocast: ``no``), ``bf16`` for bfloat16
+    weights, and for float32 weights ``fp16`` on CUDA (autocast, as diffusers' scripts) and ``no`` on
+    MPS and the CPU (float32 throughout: fp16 autocast is unsafe on MPS and missing on the CPU).
+    """
+    import torch
+
+    if requested:
+        return requested
+    if dtype == torch.float16:
+        return "no" if device.type == "cpu" else "fp16"
+    if dtype == torch.bfloat16:
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "no"
+
+
+def _autocast_ok(device_type: str, mode: str) -> bool:
+    """Whether torch can autocast to ``mode`` (fp16 / bf16) on this kind of device."""
+    import torch
+
+    if mode == "fp16" and device_type == "cpu":
+        return False  # as accelerate: no fp16 autocast on the CPU
+    is_available = getattr(getattr(torch, "amp", None), "is_autocast_available", None)
+    return bool(is_available(device_type)) if is_available is not None else device_type == "cuda"
+
+
 def _optimizer_class(config: TrainConfig, device: Any) -> tuple[Any, dict[str, Any]]:
     """AdamW (fused on CUDA) or bitsandbytes' 8-bit AdamW; refuses what this machine cannot run."""
     import torch
@@ -378,4 +412,4 @@ def _optimizer_class(config: TrainConfig, device: Any) -> tuple[Any, dict[str, A
     return bnb.optim.AdamW8bit, {}
 
 
-__all__ = ["TRAIN_ADAPTER", "LoraTrainer", "TrainingImages", "disable_checkpointing"]
+__all__ = ["TRAIN_ADAPTER", "LoraTrainer", "TrainingImages", "disable_checkpointing", "mixed_precision"]

@@ -88,13 +88,17 @@ def pick_device_dtype(
     """Choose the torch device and dtype: explicit values win, else CUDA > MPS > CPU.
 
     Defaults: float16 on CUDA (SD1.5 is trained to run in half precision there, half the VRAM), float32 on
-    MPS and CPU (float16 on CPU is slow and on MPS can give black images). Raises
-    :class:`~easyphoto.errors.ConfigError` for an unknown dtype or a device torch cannot use.
+    Apple's MPS and on the CPU (float16 on the CPU is slow and lacks kernels; on MPS its VAE decode can
+    overflow into black images). An explicit float16 on MPS or the CPU is kept, with a warning. Raises
+    :class:`~easyphoto.errors.ConfigError` for an unknown dtype or a device torch cannot use (no CUDA,
+    a GPU index past the last one, no MPS: a torch built without it or a macOS before 12.3).
     """
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = mps is not None and bool(mps.is_available())
     if device is None or device == "auto":
         if torch.cuda.is_available():
             dev = torch.device("cuda")
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        elif mps_ok:
             dev = torch.device("mps")
         else:
             dev = torch.device("cpu")
@@ -109,9 +113,11 @@ def pick_device_dtype(
             raise ConfigError(
                 f"device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__})"
             )
-        if dev.type == "mps" and not (
-            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        ):
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} requested but torch sees {torch.cuda.device_count()} GPU(s)"
+            )
+        if dev.type == "mps" and not mps_ok:
             raise ConfigError(f"device {device!r} requested but Apple MPS is not available")
     if dtype is None or dtype == "auto":
         dt = torch.float16 if dev.type == "cuda" else torch.float32
@@ -120,6 +126,12 @@ def pick_device_dtype(
         if key not in _DTYPES:
             raise ConfigError(f"dtype {dtype!r} is not supported (use float16, bfloat16 or float32)")
         dt = _DTYPES[key]
+        if dt == torch.float16 and dev.type in ("mps", "cpu"):
+            logging.getLogger("easyphoto.diffusion").warning(
+                "float16 on %s: %s; float32 is the safe choice there",
+                dev.type,
+                "images may come out black" if dev.type == "mps" else "slow, some operations are missing",
+            )
     return dev, dt
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import ModelConfig, easyphoto_home
 from ..errors import EasyPhotoError
-from ..store import atomic_path, user_dir, validate_user_id
+from ..store import atomic_path, pid_alive, user_dir, validate_user_id
 from ..users import FACE_ID_FILE, PHOTO_USER, has_checkpoint, work_dir
 from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, Job, JobStore
 
@@ -61,6 +61,8 @@ class Worker:
 
     ``model_config``: base model etc. (default: :class:`ModelConfig`, which reads ``EASYPHOTO_*``).
     ``parent_pid``: exit (interrupting the running job at its next check) when this process is gone.
+    ``stop_file``: stop the same way once this file exists (how the supervisor asks a worker to stop
+    on every OS: Windows has no SIGTERM a process can catch).
     """
 
     def __init__(
@@ -70,8 +72,10 @@ class Worker:
         model_config: Any = None,
         parent_pid: int | None = None,
         poll: float = 0.1,
+        stop_file: Path | None = None,
     ) -> None:
         self.home = Path(home or easyphoto_home())
+        self.stop_file = Path(stop_file) if stop_file is not None else None
         self.store = JobStore(self.home)
         self.model_config = model_config
         self.parent_pid = parent_pid
@@ -112,12 +116,23 @@ class Worker:
 
     # ------------------------------------------------------------------ loop
     def parent_alive(self) -> bool:
-        return self.parent_pid is None or os.getppid() == self.parent_pid
+        """Whether the parent server still runs: POSIX re-parents an orphan (``getppid`` changes),
+        Windows does not (its ``getppid`` keeps the dead parent's id), hence the liveness check too."""
+        if self.parent_pid is None:
+            return True
+        return os.getppid() == self.parent_pid and pid_alive(self.parent_pid)
+
+    def stop_requested(self) -> bool:
+        """Whether the worker should stop: a signal set ``stopping``, or the stop file appeared."""
+        if not self.stopping and self.stop_file is not None and self.stop_file.exists():
+            log.info("worker %d asked to stop (%s)", self.pid, self.stop_file.name)
+            self.stopping = True
+        return self.stopping
 
     def run_forever(self) -> None:
-        """Claim and run jobs until stopped (SIGTERM/SIGINT) or the parent process is gone."""
+        """Claim and run jobs until stopped (stop file, SIGTERM/SIGINT) or the parent process is gone."""
         log.info("worker %d ready (home %s)", self.pid, self.home)
-        while not self.stopping and self.parent_alive():
+        while not self.stop_requested() and self.parent_alive():
             job = self.store.claim_next(self.pid)
             if job is None:
                 time.sleep(self.poll)
@@ -133,6 +148,8 @@ class Worker:
         if now - self._cancel_checked > 0.25:
             self._cancel_checked = now
             self._cancel_flag = self.store.cancel_requested(job_id)
+            if self.stop_requested():
+                return True
         return self._cancel_flag
 
     def run_job(self, job: Job) -> None:
