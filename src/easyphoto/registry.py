@@ -146,6 +146,24 @@ def _controlnet(name: str, repo: str, role: str, *, default: bool = True) -> Mod
     )
 
 
+def _ip_adapter(name: str, file: str, role: str, size_mb: int, **kw: str) -> ModelEntry:
+    """An SD1.5 adapter of ``h94/IP-Adapter`` with the CLIP ViT-H encoder it reads (Apache-2.0)."""
+    encoder = (
+        "models/image_encoder/config.json",
+        "models/image_encoder/model.safetensors|models/image_encoder/pytorch_model.bin",
+    )
+    return ModelEntry(
+        name=name,
+        role=role,
+        sources=(Source(repo="h94/IP-Adapter", files=(f"models/{file}", *encoder)),),
+        size_mb=size_mb,
+        licence="Apache-2.0",
+        commercial=True,
+        default=False,
+        **kw,
+    )
+
+
 #: Every model, by name. The order is the order ``models list`` prints.
 REGISTRY: dict[str, ModelEntry] = {
     e.name: e
@@ -198,25 +216,21 @@ REGISTRY: dict[str, ModelEntry] = {
             default=False,
             setting="lcm_lora",
         ),
-        ModelEntry(
-            name="ip-adapter-sd15-face",
-            role="IP-Adapter full-face + CLIP ViT-H image encoder: identity from a photo, no training",
-            sources=(
-                Source(
-                    repo="h94/IP-Adapter",
-                    files=(
-                        "models/ip-adapter-full-face_sd15.safetensors",
-                        "models/image_encoder/config.json",
-                        "models/image_encoder/model.safetensors|models/image_encoder/pytorch_model.bin",
-                    ),
-                ),
-            ),
-            size_mb=2570,
-            licence="Apache-2.0",
-            commercial=True,
-            default=False,
+        _ip_adapter(
+            "ip-adapter-sd15-face",
+            "ip-adapter-full-face_sd15.safetensors",
+            "IP-Adapter full-face + CLIP ViT-H image encoder: identity from a photo, no training",
+            2570,
             setting="ip_adapter",
             note="the no-training mode and ip_adapter_scale > 0 need it",
+        ),
+        _ip_adapter(
+            "ip-adapter-sd15-plus-face",
+            "ip-adapter-plus-face_sd15.safetensors",
+            "IP-Adapter plus-face (a resampler over the same encoder's patch tokens): opt-in, "
+            "EASYPHOTO_IP_ADAPTER_FILE=ip-adapter-plus-face_sd15.safetensors",
+            2620,
+            note="shares the image encoder with ip-adapter-sd15-face",
         ),
         ModelEntry(
             name="dlib-face-detector-cnn",
