@@ -497,8 +497,9 @@ def test_ui_file_route_serves_only_what_the_ui_shows(ui_server: tuple[str, Path]
         f"{job}/files/../inputs/00_me.png",
         str(home / "JOBS.DB"),
     ]
-    for path in refused:
-        for prefix in ("/gradio_api/file=", "/gradio_api/file/"):
+    prefixes = [f"{lang}/gradio_api/file{sep}" for lang in ("", "/en", "/zh") for sep in ("=", "/")]
+    for path in refused:  # the language pages (/en, /zh) are guarded like /
+        for prefix in prefixes:
             r = get(path, prefix)
             assert r.status_code in (403, 404), (path, prefix, r.status_code)
             assert r.content != png and b"training log" not in r.content

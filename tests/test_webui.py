@@ -170,6 +170,14 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             assert zh.get_by_text("Gradient accumulation", exact=True).count() == 0
             shots.append(tmp_path / "train_zh.png")
             zh.screenshot(path=str(shots[-1]), full_page=True)
+
+            # The visible switch: an English browser opens the Chinese page, where the toasts are Chinese too.
+            page.locator("#lang-switch").get_by_text("中文").click()
+            expect(page.get_by_role("tab", name="训练")).to_be_visible(timeout=30_000)
+            page.locator("#train-start").click()
+            expect(page.get_by_text("请先上传照片").first).to_be_visible(timeout=10_000)
+            page.locator("#lang-switch").get_by_text("English").click()
+            expect(page.get_by_role("tab", name="Train")).to_be_visible(timeout=30_000)
             browser.close()
     finally:
         stop_server(proc)

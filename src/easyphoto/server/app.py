@@ -88,9 +88,10 @@ def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist |
     app.state.login_throttle = throttle
     # Starlette runs the last added middleware first: Host, token, origin, body size, UI file guard.
     if settings.ui:  # innermost: the UI's file routes serve only what the UI shows
-        from .webui import shown_files
+        from .webui import LANGUAGE_PATHS, shown_files
 
-        app.add_middleware(UiFileGuard, protected=service.home, shown=shown_files(service))
+        for mount in ("/", *LANGUAGE_PATHS.values()):
+            app.add_middleware(UiFileGuard, protected=service.home, shown=shown_files(service), mount=mount)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(SameOriginMiddleware)
     if settings.token:
@@ -101,8 +102,10 @@ def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist |
     app.include_router(compat.build_router(service, settings))
     add_docs(app)
     if settings.ui:  # must come last
-        from .webui import mount_ui
+        from .webui import LANGUAGE_PATHS, mount_ui
 
+        for lang, path in LANGUAGE_PATHS.items():  # the language switch: one page per language
+            mount_ui(app, service, lang=lang, path=path)
         mount_ui(app, service, lang=settings.ui_lang)
     else:
 

@@ -19,6 +19,14 @@ from ...jobs import JobService
 from ...store import users_dir
 from ..i18n import TRANSLATIONS, t
 
+#: A page per language (everything in it — labels, toasts, statuses — in that language), besides ``/``,
+#: which follows the browser (or ``EASYPHOTO_UI_LANG``).
+LANGUAGE_PATHS = {"en": "/en", "zh-CN": "/zh"}
+LANGUAGE_SWITCH = (
+    '<div style="text-align:right;font-size:0.95em">'
+    '<a href="/en/" lang="en">English</a> · <a href="/zh/" lang="zh-CN">中文</a></div>'
+)
+
 
 def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
     """The Gradio Blocks and its ``gr.I18n`` (``None`` when ``lang`` forces one language)."""
@@ -37,7 +45,9 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
         return i18n(key) if i18n is not None else t(key, lang)
 
     with gr.Blocks(title="EasyPhoto", analytics_enabled=False) as demo:
-        gr.Markdown(label("title"))
+        with gr.Row(equal_height=True):
+            gr.Markdown(label("title"))
+            gr.HTML(LANGUAGE_SWITCH, elem_id="lang-switch", padding=False)
         with gr.Tabs():
             with gr.Tab(label("tab.train"), id="train", elem_id="tab-train"):
                 train = TrainTab(gr, service, lang, label)
@@ -116,4 +126,4 @@ def mount_ui(app: Any, service: JobService, lang: str = "auto", path: str = "/")
     )
 
 
-__all__ = ["build_ui", "mount_ui", "shown_files"]
+__all__ = ["LANGUAGE_PATHS", "LANGUAGE_SWITCH", "build_ui", "mount_ui", "shown_files"]
