@@ -1,0 +1,214 @@
+"""Settings of the three stages (prepare, train, generate) and of face analysis."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import PORTRAIT_NEGATIVE_PROMPT, PORTRAIT_PROMPT, TRIGGER_CAPTION, _multiple_of_8, _Settings
+
+
+class FaceConfig(_Settings):
+    """Face detection and identity settings.
+
+    ``hog_max_side`` 1024 keeps HOG at ~0.3 s per photo and still finds faces down to ~40 px in that
+    copy (smaller working copies are upsampled once). When HOG finds nothing, dlib's CNN detector runs
+    on a copy of at most ``cnn_max_side`` (bounded at a few seconds on a CPU). ``same_person_threshold``
+    0.6 is dlib's documented threshold for its ResNet descriptor (99.38% on LFW); measured here
+    same-person pairs are ≤ 0.52 and 97% of different-person pairs ≥ 0.6.
+    """
+
+    hog_max_side: int = Field(1024, ge=64, le=8192, description="Long side of the HOG working copy, px.")
+    cnn_fallback: bool = Field(True, description="Run dlib's CNN detector when HOG finds no face.")
+    cnn_max_side: int = Field(640, ge=64, le=4096, description="Long side of the CNN working copy, px.")
+    same_person_threshold: float = Field(
+        0.6, gt=0, lt=2, description="Descriptor distance below which two faces are the same person."
+    )
+    embedding_jitters: int = Field(1, ge=1, le=100, description="Re-samplings averaged per embedding.")
+
+
+class TrainConfig(_Settings):
+    """Face-LoRA training settings (EasyPhoto's defaults, DESIGN §4).
+
+    One optimizer step = ``batch_size × grad_accum`` images; ``max_steps`` unset means
+    ``min(n_photos × steps_per_photo, max_steps_cap)`` (EasyPhoto: 200 per photo, at most 800). Every
+    ``validate_every`` steps (and at the end) a checkpoint is saved and validation images are rendered
+    (one text-to-image render per seed, plus one portrait per ``validation_templates`` entry with the
+    portrait pipeline's first pass) and scored by face-ID; the ``fuse_top_k`` best checkpoints are fused
+    exactly. Validation templates are server files: only the operator may set them (not a request).
+    """
+
+    resolution: int = Field(512, ge=64, le=2048, description="Training resolution, px (multiple of 8).")
+    max_steps: int | None = Field(None, ge=1, le=100_000, description="Optimizer steps; unset: from photos.")
+    steps_per_photo: int = Field(
+        200, ge=1, le=10_000, description="Steps per kept photo when max_steps unset."
+    )
+    max_steps_cap: int = Field(800, ge=1, le=100_000, description="Most steps when max_steps is unset.")
+    batch_size: int = Field(1, ge=1, le=64, description="Images per micro-batch.")
+    grad_accum: int = Field(4, ge=1, le=1024, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="AdamW learning rate of the UNet LoRA.")
+    text_encoder_lr_ratio: float = Field(0.5, ge=0, le=10, description="Text-encoder lr as a fraction of it.")
+    weight_decay: float = Field(1e-2, ge=0, le=1, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, le=1000, description="Gradient norm clip.")
+    rank: int = Field(128, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(64.0, gt=0, le=4096, description="LoRA alpha (scale = alpha / rank).")
+    train_text_encoder: bool = Field(True, description="Also train a LoRA on the text encoder.")
+    random_flip: bool = Field(True, description="Mirror training images at random.")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
+        None,
+        description="Mixed precision; unset: fp16 on CUDA (and for fp16 weights on MPS), none on the CPU.",
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (CUDA).")
+    use_8bit_adam: bool = Field(False, description="8-bit AdamW (CUDA, bitsandbytes).")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed.")
+    validate_every: int = Field(100, ge=1, le=100_000, description="Validate and checkpoint every N steps.")
+    validation_seeds: tuple[int, ...] = Field(
+        (1234, 4321), max_length=16, description="One text-to-image validation render per seed."
+    )
+    validation_size: int = Field(
+        512, ge=64, le=2048, description="Validation render size, px (multiple of 8)."
+    )
+    validation_steps: int = Field(20, ge=1, le=1000, description="Inference steps per validation render.")
+    validation_guidance: float = Field(7.0, ge=0, le=30, description="CFG scale of validation renders.")
+    validation_prompt: str = Field(
+        TRIGGER_CAPTION + ", upper body, look at viewer, best quality, photo realistic",
+        max_length=2000,
+        description="Prompt of validation renders.",
+    )
+    validation_negative_prompt: str = Field(
+        "lowres, blurry, bad anatomy, deformed face, watermark, text",
+        max_length=2000,
+        description="Negative prompt of validation renders.",
+    )
+    validation_templates: tuple[str, ...] = Field(
+        (), max_length=16, description="Template photos (server paths) painted at each validation."
+    )
+    validation_template_steps: int = Field(20, ge=1, le=1000, description="Steps of a template validation.")
+    fuse_top_k: int = Field(3, ge=1, le=100, description="Best checkpoints fused into the final LoRA.")
+    fuse_rank: int | None = Field(None, ge=1, le=1024, description="Rank of the fused LoRA; unset: rank.")
+    keep_checkpoints: bool = Field(False, description="Keep the run's checkpoints after success.")
+
+    _sizes = field_validator("resolution", "validation_size")(_multiple_of_8)
+
+
+class PrepareConfig(_Settings):
+    """Training-photo preparation (:func:`easyphoto.prepare`). Defaults follow DESIGN.md §4.
+
+    Selection: faces under ``min_face_size`` (EasyPhoto's 128 px; a 512 px crop at ratio 3 then
+    upsamples at most 1.33×) are rejected; a second face ≥ ``ambiguous_ratio`` of the largest makes a
+    photo ambiguous. ``max_cut_off``: whole faces measured 0–0.004 of the head outside the photo, a
+    face whose ear and cheek touch the edge 0.05–0.07 (a straight cut through the head): rejected above
+    0.04. ``blur_threshold``: variance of the Laplacian at 128 px; sharp photos measured 180–1300, a soft
+    video frame 60, blurred σ 1.5 / 2 / 3 px 11–49 / 6–34 / 4–21. Duplicates: one photo at other sizes
+    or crops correlates 0.91–1.0 (distance ≤ 0.14), different photos of the same person ≤ 0.63.
+    ``identity_threshold``: same-person photos measured 0.15–0.30 from the set's robust centre,
+    another person 0.76+. EasyPhoto keeps the 15 most similar photos.
+    """
+
+    resolution: int = Field(512, ge=64, le=2048, description="Side of each square training crop, px.")
+    crop_ratio: float = Field(
+        3.0, ge=1, le=10, description="Crop size in face sizes (3: one face each side)."
+    )
+    max_photos: int = Field(15, ge=1, le=1000, description="Keep at most this many, most similar first.")
+    min_photos: int = Field(3, ge=1, le=1000, description="Fail when fewer usable photos remain.")
+    min_face_size: float = Field(128.0, ge=16, le=4096, description="Smallest face kept, px of the original.")
+    ambiguous_ratio: float = Field(0.8, gt=0, le=1, description="Second face this large: ambiguous photo.")
+    max_cut_off: float = Field(
+        0.04, ge=0, le=1, description="Largest fraction of the head outside the photo."
+    )
+    blur_threshold: float = Field(30.0, ge=0, le=10_000, description="Laplacian variance below: too blurry.")
+    duplicate_correlation: float = Field(
+        0.8, ge=-1, le=2, description="Aligned-face correlation of duplicates (above 1: no duplicate check)."
+    )
+    duplicate_distance: float = Field(0.3, ge=0, le=2, description="Descriptor distance of duplicates.")
+    identity_threshold: float = Field(0.5, gt=0, le=2, description="Distance from the set: other person.")
+    level_eyes: bool = Field(True, description="Rotate each crop so the eyes are level.")
+    remove_background: bool = Field(True, description="Paint the background white.")
+    grabcut: bool = Field(True, description="Refine the head mask with GrabCut on a small copy.")
+    retouch: bool = Field(False, description="Smooth the skin (eyes, brows and lips untouched).")
+    retouch_strength: float = Field(0.5, ge=0, le=1, description="Skin smoothing strength.")
+    caption: str = Field(TRIGGER_CAPTION, min_length=1, max_length=500, description="Caption of every image.")
+
+    _sizes = field_validator("resolution")(_multiple_of_8)
+
+    @model_validator(mode="after")
+    def _check(self) -> PrepareConfig:
+        if self.min_photos > self.max_photos:
+            raise ValueError(f"min_photos ({self.min_photos}) must not exceed max_photos ({self.max_photos})")
+        return self
+
+
+class GenerateConfig(_Settings):
+    """Every switch and number of the two-pass portrait pipeline (EasyPhoto's defaults, DESIGN §4).
+
+    Each template face is cropped at ``crop_ratio`` face sizes (short side ``short_side``), fused with
+    the user's face, repainted by ControlNet inpainting (``first_controlnets`` at their weights, user
+    LoRA at ``lora_weight``), fused again and refined at ``second_scale`` × inside a ring of
+    ``ring_width`` × face width plus eyes and mouth, colour-matched and pasted back feathered over
+    ``paste_feather`` × face size. ``fast`` samples with the LCM scheduler and the LCM-LoRA
+    (``ModelConfig.lcm_lora``) at ``fast_*`` steps and guidance instead. ``ip_adapter_scale`` adds the
+    IP-Adapter's view of the user's face to both passes: off by default for a trained user (EasyPhoto's
+    ``ipa_control`` default; the LoRA carries identity), 0.7 for a user given as photos only (the middle
+    of the 0.5–1.0 range the adapter's authors suggest for faces; unmeasured here, random weights).
+    """
+
+    lora_weight: float = Field(0.9, ge=0, le=2, description="Weight of the user LoRA.")
+    crop_ratio: float = Field(3.0, ge=1, le=10, description="Face crop size in face sizes.")
+    short_side: int = Field(
+        512, ge=64, le=2048, description="Short side of each face crop, px (multiple of 8)."
+    )
+    apply_fusion_before: bool = Field(True, description="Fuse the user's face in before the first pass.")
+    before_fusion_ratio: float = Field(0.5, ge=0, le=1, description="Face fusion ratio before diffusion.")
+    apply_fusion_after: bool = Field(True, description="Fuse the user's face in before the second pass.")
+    after_fusion_ratio: float = Field(0.5, ge=0, le=1, description="Face fusion ratio after the first pass.")
+    first_controlnets: tuple[str, ...] = Field(
+        ("canny", "openpose", "color"),
+        min_length=1,
+        max_length=8,
+        description="ControlNets of the first pass.",
+    )
+    canny_low: int = Field(100, ge=0, le=255, description="Canny low threshold.")
+    canny_high: int = Field(200, ge=0, le=255, description="Canny high threshold.")
+    canny_weight: float = Field(0.5, ge=0, le=2, description="First-pass canny ControlNet weight.")
+    openpose_weight: float = Field(0.5, ge=0, le=2, description="First-pass openpose ControlNet weight.")
+    color_weight: float = Field(0.85, ge=0, le=2, description="First-pass colour ControlNet weight.")
+    color_cell: int = Field(32, ge=1, le=512, description="Colour mosaic cell, px.")
+    first_steps: int = Field(50, ge=1, le=1000, description="Steps of the first diffusion.")
+    first_denoise: float = Field(0.45, gt=0, le=1, description="Denoising strength of the first diffusion.")
+    guidance_scale: float = Field(7.0, ge=0, le=30, description="Classifier-free guidance.")
+    mask_grow: float = Field(0.05, ge=0, le=1, description="First-pass mask growth, × face width.")
+    second_controlnets: tuple[str, ...] = Field(
+        ("canny", "tile"), min_length=1, max_length=8, description="ControlNets of the second pass."
+    )
+    second_steps: int = Field(20, ge=0, le=1000, description="Steps of the second diffusion (0: skip).")
+    second_denoise: float = Field(0.35, ge=0, le=1, description="Denoising strength of the second diffusion.")
+    second_scale: float = Field(1.5, ge=1, le=4, description="Resolution factor of the second diffusion.")
+    second_canny_weight: float = Field(1.0, ge=0, le=2, description="Second-pass canny ControlNet weight.")
+    tile_weight: float = Field(1.0, ge=0, le=2, description="Second-pass tile ControlNet weight.")
+    ring_width: float = Field(0.06, gt=0, le=1, description="Second-pass ring width, × face width.")
+    color_shift_middle: bool = Field(True, description="Colour-match the face after the first pass.")
+    color_shift_last: bool = Field(True, description="Colour-match the face after the second pass.")
+    paste_grow: float = Field(0.04, ge=0, le=1, description="Paste-back mask growth, × face width.")
+    paste_feather: float = Field(0.08, ge=0, le=1, description="Paste-back feather, × face size.")
+    prompt: str = Field(PORTRAIT_PROMPT, max_length=2000, description="Prompt of both passes.")
+    negative_prompt: str = Field(PORTRAIT_NEGATIVE_PROMPT, max_length=2000, description="Negative prompt.")
+    seed: int | None = Field(None, le=2**32 - 1, description="Random seed; unset or negative: random.")
+    single_user_face: Literal["largest", "first"] = Field(
+        "largest", description="One user id, several faces: repaint the largest or the left-most."
+    )
+    fast: bool = Field(False, description="LCM sampler + LCM-LoRA: several times faster.")
+    fast_first_steps: int = Field(8, ge=1, le=100, description="First-pass steps in the fast mode.")
+    fast_second_steps: int = Field(8, ge=0, le=100, description="Second-pass steps in the fast mode.")
+    fast_guidance_scale: float = Field(1.5, ge=0, le=30, description="Guidance in the fast mode.")
+    ip_adapter_scale: float | None = Field(
+        None, ge=0, le=2, description="IP-Adapter face weight (ipa_weight); unset: 0 with LoRA, 0.7 without."
+    )
+
+    _sizes = field_validator("short_side")(_multiple_of_8)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if self.canny_low > self.canny_high:
+            raise ValueError(f"canny_low ({self.canny_low}) must not exceed canny_high ({self.canny_high})")
+        return self
