@@ -449,6 +449,13 @@ def test_generation_with_no_face_fails_readably(server: tuple[str, Path], traine
     )
     job = wait_job(url, r.json()["job_id"])
     assert job["state"] == "failed" and job["error"] == "wall: no face found in the template"
+    # the message's stable code, so a client can say it in its own language
+    assert job["result"]["error"] == {
+        "code": "face.none_in_template",
+        "params": {},
+        "source": "wall",
+        "kind": "NoFaceError",
+    }
 
 
 @pytest.mark.slow

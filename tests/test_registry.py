@@ -328,3 +328,26 @@ def test_doctor_reports_device_disk_models_and_the_fetch_command(hub, monkeypatc
     assert "lcm-lora" not in rep["missing"]  # optional
     text = CliRunner().invoke(app, ["doctor"])
     assert text.exit_code == 0 and "easyphoto models download" in text.output
+
+
+def test_downloads_show_progress_bars_after_the_libraries_are_quietened(hub, monkeypatch, capfd) -> None:
+    """A first real run downloads gigabytes: the loaders quieten diffusers and transformers first
+    (whose quiet mode switches the hub's bars off for the whole process), and the bars must stay."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as transformers_logging
+
+    from easyphoto.diffusion.sources import quiet_libraries
+
+    monkeypatch.delenv("EASYPHOTO_VERBOSE", raising=False)
+    monkeypatch.setenv("TQDM_POSITION", "-1")  # the hub draws bars on a terminal only: act as one
+    transformers_logging.disable_progress_bar()
+    assert are_progress_bars_disabled()  # what transformers' quiet mode does to the hub
+    quiet_libraries()
+    assert not are_progress_bars_disabled()
+    hub.hub[("org/big", "unet.safetensors")] = _blob(200_000)
+    e = ModelEntry(
+        "big", "test", (Source(repo="org/big", files=("unet.safetensors",)),), 1, "test", commercial=True
+    )
+    dl.download(e, say=print)
+    err = capfd.readouterr().err
+    assert "unet.safetensors" in err and "100%" in err and "200k/200k" in err

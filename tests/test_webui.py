@@ -170,12 +170,29 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             assert zh.get_by_text("Gradient accumulation", exact=True).count() == 0
             shots.append(tmp_path / "train_zh.png")
             zh.screenshot(path=str(shots[-1]), full_page=True)
+            assert not _english_left(zh), "English interface text in the Chinese Train tab"
+            for tab, accordion in (("生成", "#gen-advanced"), ("模型", None), ("任务", None)):
+                zh.get_by_role("tab", name=tab).click()
+                if accordion:
+                    zh.locator(accordion).click()
+                zh.wait_for_timeout(500)
+                assert not _english_left(zh), f"English interface text in the Chinese {tab} tab"
+            shots.append(tmp_path / "generate_zh.png")
+            zh.get_by_role("tab", name="生成").click()
+            zh.screenshot(path=str(shots[-1]), full_page=True)
 
             # The visible switch: an English browser opens the Chinese page, where the toasts are Chinese too.
             page.locator("#lang-switch").get_by_text("中文").click()
             expect(page.get_by_role("tab", name="训练")).to_be_visible(timeout=30_000)
             page.locator("#train-start").click()
             expect(page.get_by_text("请先上传照片").first).to_be_visible(timeout=10_000)
+            # ...and so are the library's own errors (a bad photo: its code translated, the file named)
+            page.locator("#train-photos input[type=file]").set_input_files([str(template.parent / "bad.jpg")])
+            page.locator("#train-user-id input, #train-user-id textarea").first.fill("browser2")
+            page.locator("#train-start").click()
+            toast = page.get_by_text("bad.jpg: 不是图片，或是无法读取的格式").first
+            expect(toast).to_be_visible(timeout=30_000)
+            assert page.get_by_text("not an image, or a format we cannot read").count() == 0
             page.locator("#lang-switch").get_by_text("English").click()
             expect(page.get_by_role("tab", name="Train")).to_be_visible(timeout=30_000)
             browser.close()
@@ -186,6 +203,20 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             Path(out).mkdir(parents=True, exist_ok=True)
             for shot in shots:
                 shutil.copy(shot, Path(out) / shot.name)
+
+
+def _english_left(page) -> list[str]:
+    """Our English interface texts (those that differ in Chinese) visible on ``page``."""
+    from easyphoto.server.i18n import EN, ZH
+
+    shown = page.locator("body").inner_text()
+    return [  # whole words only: a folder path such as …/templates is not interface text
+        text
+        for key, text in EN.items()
+        if len(text) > 3
+        and ZH.get(key, text) != text
+        and re.search(rf"(?<![\w/.-]){re.escape(text)}(?![\w/.-])", shown)
+    ]
 
 
 def test_internal_ui_handlers_are_not_offered_as_an_api(tmp_path: Path) -> None:

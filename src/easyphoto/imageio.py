@@ -58,14 +58,17 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return getattr(source, "name", None) or "<stream>"
 
 
-#: What :func:`_file_kind` calls each non-regular file type in an error message.
+#: The message code (:data:`~easyphoto.errors.MESSAGES`) of each non-regular file type.
 _KINDS = (
-    (stat.S_ISDIR, "is a folder, not an image file"),
-    (stat.S_ISCHR, "is a character device, not an image file"),
-    (stat.S_ISBLK, "is a block device, not an image file"),
-    (stat.S_ISFIFO, "is a named pipe (FIFO), not an image file"),
-    (stat.S_ISSOCK, "is a socket, not an image file"),
+    (stat.S_ISDIR, "image.is_dir"),
+    (stat.S_ISCHR, "image.char_device"),
+    (stat.S_ISBLK, "image.block_device"),
+    (stat.S_ISFIFO, "image.fifo"),
+    (stat.S_ISSOCK, "image.socket"),
 )
+
+#: A message code and its params.
+Reason = tuple[str, dict]
 
 
 def _size(n: int) -> str:
@@ -73,43 +76,48 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1_000_000 else f"{n:,} bytes"
 
 
-def _not_regular_reason(mode: int) -> str | None:
+def _not_regular_reason(mode: int) -> Reason | None:
     """Why a file of this ``st_mode`` cannot be a photo (``None`` for a regular file)."""
     if stat.S_ISREG(mode):
         return None
-    for test, reason in _KINDS:
+    for test, code in _KINDS:
         if test(mode):
-            return reason
-    return "is not a regular file"
+            return code, {}
+    return "image.not_regular", {}
 
 
-def _open_error_reason(path: str, exc: OSError) -> str:
-    """Plain words for why ``path`` could not be opened or looked up."""
-    code = exc.errno
-    if code == errno.ENOENT:
+_ERRNO_CODES = {
+    errno.ELOOP: "image.link_loop",
+    errno.EACCES: "image.permission",
+    errno.EPERM: "image.permission",
+    errno.ENOTDIR: "image.not_dir",
+    errno.EISDIR: "image.is_dir",
+    errno.ENAMETOOLONG: "image.name_too_long",
+}
+
+
+def _open_error_reason(path: str, exc: OSError) -> Reason:
+    """Plain words (a message code) for why ``path`` could not be opened or looked up."""
+    if exc.errno == errno.ENOENT:
         if os.path.islink(path):
             try:
                 target = os.readlink(path)
             except OSError:
                 target = "?"
-            return f"broken symbolic link (points to {target}, which does not exist)"
-        return "file not found"
-    if code == errno.ELOOP:
-        return "symbolic link loop (too many levels of symbolic links)"
-    if code in (errno.EACCES, errno.EPERM):
-        return "permission denied: this file cannot be read"
-    if code == errno.ENOTDIR:
-        return "file not found (a folder in this path is a file)"
-    if code == errno.EISDIR:
-        return "is a folder, not an image file"
-    if code == errno.ENAMETOOLONG:
-        return "file name too long"
-    if code == errno.ENXIO:  # opening a socket, or a device with no driver behind it
+            return "image.broken_link", {"target": target}
+        return "image.not_found", {}
+    if exc.errno in _ERRNO_CODES:
+        return _ERRNO_CODES[exc.errno], {}
+    if exc.errno == errno.ENXIO:  # opening a socket, or a device with no driver behind it
         try:
-            return _not_regular_reason(os.stat(path).st_mode) or "no such device or address"
+            return _not_regular_reason(os.stat(path).st_mode) or ("image.no_device", {})
         except OSError:
-            return "no such device or address"
-    return f"cannot read file ({exc.strerror or exc})"
+            return "image.no_device", {}
+    return "image.read_failed", {"detail": exc.strerror or str(exc)}
+
+
+def _refuse(label: str, reason: Reason) -> BadImageError:
+    return BadImageError(label, code=reason[0], **reason[1])
 
 
 def _read_file(path: str, label: str, max_bytes: int) -> bytes:
@@ -123,23 +131,25 @@ def _read_file(path: str, label: str, max_bytes: int) -> bytes:
     try:
         reason = _not_regular_reason(os.stat(path).st_mode)
     except OSError as exc:
-        raise BadImageError(label, _open_error_reason(path, exc)) from None
+        raise _refuse(label, _open_error_reason(path, exc)) from None
     if reason:
-        raise BadImageError(label, reason)
+        raise _refuse(label, reason)
     nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX only; Windows has no FIFOs to block on
     flags = os.O_RDONLY | nonblock | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise BadImageError(label, _open_error_reason(path, exc)) from None
+        raise _refuse(label, _open_error_reason(path, exc)) from None
     try:
         info = os.fstat(fd)  # the file we hold, not whatever the path names by now
         reason = _not_regular_reason(info.st_mode)
         if reason:
-            raise BadImageError(label, reason)
+            raise _refuse(label, reason)
         if info.st_size > max_bytes:
-            raise BadImageError(label, f"file too large ({_size(info.st_size)}, limit {_size(max_bytes)})")
+            raise BadImageError(
+                label, code="image.file_too_large", size=_size(info.st_size), limit=_size(max_bytes)
+            )
         if nonblock:
             os.set_blocking(fd, True)
         chunks: list[bytes] = []
@@ -153,7 +163,7 @@ def _read_file(path: str, label: str, max_bytes: int) -> bytes:
             total += len(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        raise BadImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+        raise BadImageError(label, code="image.read_failed", detail=exc.strerror or str(exc)) from None
     finally:
         os.close(fd)
 
@@ -167,11 +177,11 @@ def _read_bytes(source: ImageSource, label: str, max_bytes: int) -> bytes:
         try:
             data = source.read(max_bytes + 1)
         except OSError as exc:
-            raise BadImageError(label, f"cannot read stream ({exc})") from None
+            raise BadImageError(label, code="image.stream_failed", detail=str(exc)) from None
     if len(data) == 0:
-        raise BadImageError(label, "empty file (0 bytes)")
+        raise BadImageError(label, code="image.empty")
     if len(data) > max_bytes:
-        raise BadImageError(label, f"file too large (over {_size(max_bytes)})")
+        raise BadImageError(label, code="image.stream_too_large", limit=_size(max_bytes))
     return data
 
 
@@ -211,7 +221,7 @@ def _to_rgb_array(im: Image.Image, label: str) -> np.ndarray:
         return np.repeat(grey[..., None], 3, axis=2)
     if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    raise BadImageError(label, f"unsupported image mode {mode!r}")
+    raise BadImageError(label, code="image.mode", mode=mode)
 
 
 def load_image(
@@ -245,24 +255,23 @@ def load_image(
         try:
             im = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError:
-            raise BadImageError(label, f"image too large (limit {max_pixels:,} pixels)") from None
+            raise BadImageError(label, code="image.bomb", max_pixels=max_pixels) from None
         except UnidentifiedImageError:
-            raise BadImageError(label, "not an image, or a format we cannot read") from None
+            raise BadImageError(label, code="image.not_image") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise BadImageError(label, f"corrupt image header ({exc})") from None
+            raise BadImageError(label, code="image.corrupt_header", detail=str(exc)) from None
         with im:
             width, height = im.size
             if width <= 0 or height <= 0:
-                raise BadImageError(label, f"invalid image size {width}×{height}")
+                raise BadImageError(label, code="image.invalid_size", width=width, height=height)
             if width * height > max_pixels:
+                mp, limit_mp = width * height / 1e6, max_pixels / 1e6
                 raise BadImageError(
-                    label,
-                    f"image too large: {width}×{height} = {width * height / 1e6:.1f} MP "
-                    f"(limit {max_pixels / 1e6:.1f} MP)",
+                    label, code="image.too_many_pixels", width=width, height=height, mp=mp, limit_mp=limit_mp
                 )
             if min(width, height) < min_side:
                 raise BadImageError(
-                    label, f"image too small: {width}×{height}, at least {min_side} px on each side"
+                    label, code="image.too_small", width=width, height=height, min_side=min_side
                 )
             try:
                 im.seek(0)
@@ -275,12 +284,13 @@ def load_image(
                     if previous:
                         ImageFile.LOAD_TRUNCATED_IMAGES = previous
             except Image.DecompressionBombError:
-                raise BadImageError(label, f"image too large (limit {max_pixels:,} pixels)") from None
+                raise BadImageError(label, code="image.bomb", max_pixels=max_pixels) from None
             except (OSError, ValueError, SyntaxError, EOFError, IndexError, MemoryError) as exc:
                 reason = str(exc)
                 if "truncated" in reason.lower() or isinstance(exc, EOFError):
-                    raise BadImageError(label, "truncated or incomplete image file") from None
-                raise BadImageError(label, f"cannot decode image ({reason or type(exc).__name__})") from None
+                    raise BadImageError(label, code="image.truncated") from None
+                detail = reason or type(exc).__name__
+                raise BadImageError(label, code="image.decode_failed", detail=detail) from None
             try:
                 oriented = ImageOps.exif_transpose(im)
             except Exception:  # broken EXIF must not lose a usable photo

@@ -56,15 +56,12 @@ def validate_user_id(user_id: str) -> str:
     returned id for every path.
     """
     if not isinstance(user_id, str) or not _USER_ID_RE.fullmatch(user_id) or user_id.endswith("."):
-        raise InvalidUserIdError(
-            f"invalid user id {user_id!r}: use 1-64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
+        raise InvalidUserIdError.coded("user_id.invalid", user_id=user_id)
     canonical = user_id.lower()
     if ".." in canonical:
-        raise InvalidUserIdError(f"invalid user id {user_id!r}: '..' is not allowed")
+        raise InvalidUserIdError.coded("user_id.dotdot", user_id=user_id)
     if canonical.split(".", 1)[0] in RESERVED_USER_IDS:
-        raise InvalidUserIdError(f"invalid user id {user_id!r}: reserved name")
+        raise InvalidUserIdError.coded("user_id.reserved", user_id=user_id)
     return canonical
 
 
@@ -524,9 +521,7 @@ def user_lock(user_id: str, home: Path | None = None, what: str = "a job") -> It
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        raise UserBusyError(
-            f"user {user_id!r} is busy: {_lock_holder(holder)} is running for this user"
-        ) from None
+        raise UserBusyError.coded("user.busy_lock", user_id=user_id, holder=_lock_holder(holder)) from None
     try:
         with contextlib.suppress(OSError):
             holder.write_text(f"{what} (pid {os.getpid()})", encoding="utf-8")

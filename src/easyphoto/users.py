@@ -125,7 +125,7 @@ class UserModel:
         folder = user_dir(user_id, home)
         lora = folder / LORA_FILE
         if not lora.is_file():
-            raise UnknownUserError(f"no trained model for user {user_id!r}: train it first")
+            raise UnknownUserError.coded("user.unknown", user_id=user_id)
         if lora.stat().st_size == 0:
             raise UserModelError(user_id, LORA_FILE, "the file is empty")
         return cls(user_id, folder, read_meta(user_id, folder))

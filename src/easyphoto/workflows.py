@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import GenerateConfig, ModelConfig, PrepareConfig, TrainConfig, easyphoto_home
-from .errors import BadImageError, ConfigError, EasyPhotoError, NoFaceError, UserModelError
+from .errors import BadImageError, ConfigError, EasyPhotoError, NoFaceError, UserModelError, error_info
 from .store import dataset_dir, user_lock, validate_user_id
 from .users import PHOTO_USER
 
@@ -169,7 +169,7 @@ def prepare_photos(
         raise
     if contact_sheet is not None:
         write_contact_sheet(prepared, contact_sheet)
-    rejected = [{"photo": Path(p.source).name, "reason": p.reason} for p in prepared.rejected]
+    rejected = [{"photo": Path(p.source).name, "reason": p.reason, "code": p.code} for p in prepared.rejected]
     log.info("prepared %d photo(s), rejected %d", len(prepared.kept), len(rejected))
     for r in rejected:
         log.info("  rejected %s: %s", r["photo"], r["reason"])
@@ -243,7 +243,8 @@ def generate_batch(
             )  # fmt: skip
         except (NoFaceError, BadImageError, ConfigError, UserModelError) as exc:
             log.info("template skipped: %s", exc)  # reported in the result; the front door shows it
-            result.errors.append({"template": name, "error": str(exc)})
+            coded = {k: v for k, v in error_info(exc).items() if k != "message"}  # clients translate
+            result.errors.append({"template": name, "error": str(exc), **coded})
             continue
         target = portrait.save(out / file_name(i, str(name), user_ids))
         entry = {
@@ -314,8 +315,12 @@ def check_users(
 
 def errors_to_exception(errors: list[dict[str, Any]]) -> EasyPhotoError:
     """One readable error for a batch where every template failed."""
-    if len(errors) == 1:
-        return EasyPhotoError(errors[0]["error"])
+    if len(errors) == 1:  # keeps its message code, so a client can still show it in its language
+        err = EasyPhotoError(errors[0]["error"])
+        err.code, err.params = errors[0].get("code"), errors[0].get("params") or {}
+        err.source = errors[0].get("source")  # type: ignore[attr-defined]
+        err.kind = errors[0].get("kind")  # type: ignore[attr-defined]
+        return err
     return EasyPhotoError("no portrait could be made:\n  " + "\n  ".join(e["error"] for e in errors))
 
 

@@ -40,9 +40,13 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: Settings whose flag is not their field's name.
+FLAG_NAMES = {"ui_lang": "--lang"}
+
+
 def flag(field: str) -> str:
     """The command-line flag of a settings field (``grad_accum`` → ``--grad-accum``)."""
-    return "--" + field.replace("_", "-")
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
 def setting(cls: type, name: str, *names: str, help: str | None = None) -> Any:

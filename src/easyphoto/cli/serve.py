@@ -23,7 +23,9 @@ ShareOpt = Annotated[
 WorkersOpt = Annotated[
     int | None, typer.Option(help="Worker processes, i.e. GPU-heavy jobs at once (default 1).")
 ]
-LangOpt = Annotated[str | None, typer.Option("--lang", help="UI language: auto (browser), en or zh-CN.")]
+LangOpt = Annotated[
+    str | None, typer.Option("--lang", help="UI language: auto (browser), en or zh-CN (also zh, cn).")
+]
 BaseModelOpt = Annotated[
     str | None, typer.Option("--base-model", help="HF id, diffusers folder or .safetensors file.")
 ]
@@ -48,8 +50,6 @@ def _run(
         os.environ["EASYPHOTO_BASE_MODEL"] = base_model  # the worker processes inherit it
     if home:
         os.environ["EASYPHOTO_HOME"] = str(home.expanduser().resolve())
-    if lang and lang not in ("auto", "en", "zh-CN"):
-        raise typer.BadParameter("use auto, en or zh-CN", param_hint="--lang")
     settings = ServerSettings.from_env(workers=workers, ui_lang=lang, ui=not no_ui)
     check_listen(host, port)
     run_server(host, port, ui=not no_ui, share=share, open_browser=open_browser, settings=settings)

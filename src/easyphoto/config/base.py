@@ -42,7 +42,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def config_error(cls: type, exc: ValidationError) -> ConfigError:
     """One readable :class:`ConfigError` for a pydantic validation failure (fields named, input shown)."""
-    parts, names = [], []
+    parts, names, coded = [], [], []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err.get("loc", ()))
         names.append(loc.split(".")[0] if loc else "")
@@ -55,8 +55,11 @@ def config_error(cls: type, exc: ValidationError) -> ConfigError:
             else ""
         )
         parts.append(f"{cls.__name__}.{loc}: {msg}{got}" if loc else f"{cls.__name__}: {msg}")
+        ctx = {k: v if isinstance(v, (int, float)) else str(v) for k, v in (err.get("ctx") or {}).items()}
+        coded.append({"field": names[-1], "type": kind, "ctx": ctx, "msg": msg})
     error = ConfigError("; ".join(parts))
     error.fields = [n for n in names if n]
+    error.code, error.params = "config.fields", {"errors": coded}  # translated field by field in the UI
     return error
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .base import DEFAULT_MAX_PIXELS, _env, _Validated, easyphoto_home
@@ -73,7 +73,7 @@ class ServerSettings(_Validated, BaseSettings):
     ui_lang: Literal["auto", "en", "zh-CN"] = Field(
         "auto",
         validation_alias=_env("ui_lang", "EASYPHOTO_UI_LANG"),
-        description="UI language: the browser's, en or zh-CN (EASYPHOTO_UI_LANG).",
+        description="UI language: the browser's, en or zh-CN (EASYPHOTO_UI_LANG; zh, zh_CN, cn… accepted).",
     )
     job_retention_days: float = Field(
         30,
@@ -91,6 +91,20 @@ class ServerSettings(_Validated, BaseSettings):
     def from_env(cls, **overrides: Any) -> ServerSettings:
         """Settings from the environment; keyword arguments that are not ``None`` win."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    @field_validator("ui_lang", mode="before")
+    @classmethod
+    def _language_alias(cls, value: Any) -> Any:
+        """The usual spellings of our two languages (``zh``, ``zh_CN``, ``zh-Hans``, ``cn``, ``en-US``,
+        any case) mean them; anything else is refused naming the choices."""
+        if not isinstance(value, str):
+            return value
+        tag = value.strip().replace("_", "-").lower()
+        if tag in ("zh", "cn", "chinese", "zh-cn", "zh-hans", "zh-sg") or tag.startswith("zh-hans-"):
+            return "zh-CN"
+        if tag == "english" or tag.split("-")[0] == "en":
+            return "en"
+        return "auto" if tag in ("", "auto") else value
 
     @property
     def max_file_bytes(self) -> int:

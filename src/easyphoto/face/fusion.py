@@ -583,7 +583,7 @@ def swap_faces(
     elif -len(faces) <= face_index < len(faces):
         tpl_face = faces[face_index]
     else:
-        raise NoFaceError(template_name, f"no face #{face_index} (found {len(faces)}, numbered from 0)")
+        raise NoFaceError(template_name, code="face.index", index=face_index, found=len(faces))
     return fuse_face(template_img, tpl_face, source_img, src_face, ratio, **options)
 
 

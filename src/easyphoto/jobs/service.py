@@ -81,10 +81,8 @@ def check_image(upload: Upload, limits: Limits) -> tuple[str, tuple[int, int]]:
 
     label = Path(str(upload.name or "upload")).name[:80] or "upload"
     if len(upload.data) > limits.max_file_bytes:
-        raise UploadTooLargeError(
-            label,
-            f"file too large ({len(upload.data) / 1e6:.1f} MB, limit {limits.max_file_bytes / 1e6:.1f} MB)",
-        )
+        size_mb, limit_mb = len(upload.data) / 1e6, limits.max_file_bytes / 1e6
+        raise UploadTooLargeError(label, code="upload.too_large", size_mb=size_mb, limit_mb=limit_mb)
     image = load_image(upload.data, name=label, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
     try:
         with Image.open(io.BytesIO(upload.data)) as im:
@@ -121,9 +119,9 @@ class JobService:
     ) -> list[dict[str, Any]]:
         """Check and write ``uploads`` as ``inputs/[sub/]NN_label.ext``; their names, labels and sizes."""
         if not uploads:
-            raise BadImageError(what, "no files were uploaded")
+            raise BadImageError(what, code="upload.none")
         if len(uploads) > limit:
-            raise ConfigError(f"too many {what}: {len(uploads)} (limit {limit})")
+            raise ConfigError.coded("upload.too_many", what=what, n=len(uploads), limit=limit)
         stored = []
         for i, up in enumerate(uploads):
             ext, size = check_image(up, self.limits)
@@ -158,10 +156,7 @@ class JobService:
         pcfg = effective_config("prepare", prepare)
         active = self.store.active_for_user(user_id)
         if active:
-            raise UserBusyError(
-                f"user {user_id!r} is busy: its training job {active[0].id} is queued or running",
-                job_id=active[0].id,
-            )
+            raise UserBusyError.coded("user.busy_job", user_id=user_id, job_id=active[0].id)
         job_id, folder = self.store.new_job_dir()
         try:
             stored = self._store_uploads(folder, photos, "photo", "photos", self.limits.max_photos)
@@ -369,10 +364,7 @@ class JobService:
         """Delete a user model (refused while a training of this user is queued or running)."""
         active = self.store.active_for_user(user_id)
         if active:
-            raise UserBusyError(
-                f"user {user_id!r} is busy: its training job {active[0].id} is queued or running",
-                job_id=active[0].id,
-            )
+            raise UserBusyError.coded("user.busy_job", user_id=user_id, job_id=active[0].id)
         delete_user(user_id, self.home)
 
 

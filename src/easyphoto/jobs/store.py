@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -116,6 +117,8 @@ class Job:
     worker_pid: int | None
     attempts: int
     resumable: bool
+    #: the worker that runs or ran the job: ``{"host": …, "pid": …}`` (None before one took it)
+    worker: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -129,6 +132,7 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
+        worker = {"host": socket.gethostname(), "pid": row["worker_pid"]} if row["worker_pid"] else None
         return cls(
             id=row["id"],
             kind=row["kind"],
@@ -148,6 +152,7 @@ class Job:
             worker_pid=row["worker_pid"],
             attempts=row["attempts"],
             resumable=bool(row["resumable"]),
+            worker=worker,
         )
 
 
@@ -240,10 +245,7 @@ class JobStore:
                     (user_id, QUEUED, RUNNING),
                 ).fetchone()
                 if row is not None:
-                    raise UserBusyError(
-                        f"user {user_id!r} is busy: its training job {row['id']} is queued or running",
-                        job_id=row["id"],
-                    )
+                    raise UserBusyError.coded("user.busy_job", user_id=user_id, job_id=row["id"])
             db.execute(
                 "INSERT INTO jobs (id, kind, state, user_id, params, log_path, created, queued_at, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -403,9 +405,7 @@ class JobStore:
                 f"job {job_id} is {job.state}; only interrupted or cancelled trainings resume"
             )
         if busy_user_job(self, job.user_id, exclude=job_id):
-            raise UserBusyError(
-                f"user {job.user_id!r} is busy: another training of this user is queued or running"
-            )
+            raise UserBusyError.coded("user.busy_training", user_id=job.user_id)
         params = dict(job.params)
         params["resume"] = has_checkpoint(job.user_id, self.home)
         now = time.time()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig, easyphoto_home
-from ..errors import EasyPhotoError
+from ..errors import EasyPhotoError, error_info, message
 from ..store import atomic_path, pid_alive, user_dir, validate_user_id
 from ..users import FACE_ID_FILE, PHOTO_USER, has_checkpoint, work_dir
 from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, Job, JobStore
@@ -195,18 +195,22 @@ class Worker:
         stopped = isinstance(exc, (TrainingInterrupted, JobCancelled, BatchStopped))
         if stopped or not isinstance(exc, Exception):
             state = CANCELLED if self.store.cancel_requested(job.id) else INTERRUPTED
-            msg = "cancelled" if state == CANCELLED else f"interrupted: {exc}"
-            if job.kind == "train" and resumable:
-                msg += "; resume it to continue"
-            log.warning("job %s %s", job.id, msg)
-            self.store.finish(job.id, self.pid, state, error=msg, resumable=resumable)
+            code = "job.cancelled" if state == CANCELLED else "job.interrupted"
+            code += "_resumable" if job.kind == "train" and resumable else ""
+            info = {"code": code, "params": {"detail": str(exc)}, "source": None}
+            info["message"] = message(code, **info["params"])
+            log.warning("job %s %s", job.id, info["message"])
         elif isinstance(exc, EasyPhotoError):
+            state, info = FAILED, error_info(exc)
             log.error("job %s failed: %s", job.id, exc)
-            self.store.finish(job.id, self.pid, FAILED, error=str(exc), resumable=resumable)
         else:
             log.exception("job %s failed with an unexpected error", job.id, exc_info=exc)
-            msg = "internal error (details in the job log)"  # library text and paths stay in the log
-            self.store.finish(job.id, self.pid, FAILED, error=msg, resumable=resumable)
+            # library text and paths stay in the log
+            state, info = FAILED, {"code": "job.internal", "params": {}, "source": None}
+            info["message"] = message("job.internal")
+        # the message in English, and its code in the result so clients can show their own words
+        result = {"error": {k: v for k, v in info.items() if k != "message"}}
+        self.store.finish(job.id, self.pid, state, result=result, error=info["message"], resumable=resumable)
 
     def _clean_after_failure(self, job: Job, resumable: bool) -> None:
         """A job that ended without a result keeps only what a retry needs: a training its uploaded
@@ -379,7 +383,7 @@ class _TrainProgress:
         elif kind == "prepared":
             event = {k: v for k, v in event.items() if k != "out"} | {"contact_sheet": "contact_sheet.png"}
             progress = {"stage": "train", "kept": event["kept"], "rejected": len(event["rejected"])}
-            progress["rejected_photos"] = event["rejected"]  # [{photo, reason}]: the UI marks them
+            progress["rejected_photos"] = event["rejected"]  # [{photo, reason, code}]: the UI marks them
             emit(self.job_id, event, progress | {"contact_sheet": "contact_sheet.png"})
         elif kind in ("start", "step"):
             progress = {"stage": "train", "step": event["step"], "max_steps": event["max_steps"]}

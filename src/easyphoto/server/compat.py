@@ -51,7 +51,7 @@ from .waiting import wait_for_job
 def decode_base64_image(value: str, label: str, max_bytes: int | None = None) -> bytes:
     """Bytes of a base64 image (a ``data:image/...;base64,`` prefix is allowed), at most ``max_bytes``."""
     if not isinstance(value, str) or not value.strip():
-        raise BadImageError(label, "empty image data")
+        raise BadImageError(label, code="upload.empty")
     text = value.strip()
     if text.startswith("data:") and "," in text[:200]:
         text = text.split(",", 1)[1]
@@ -59,7 +59,7 @@ def decode_base64_image(value: str, label: str, max_bytes: int | None = None) ->
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise BadImageError(label, "not valid base64 image data") from None
+        raise BadImageError(label, code="upload.base64") from None
 
 
 def _check_size(b64_chars: int, label: str, max_bytes: int | None) -> None:
@@ -67,7 +67,7 @@ def _check_size(b64_chars: int, label: str, max_bytes: int | None) -> None:
     size = b64_chars * 3 // 4 - 2  # padding: up to 2 characters
     if max_bytes is not None and size > max_bytes:
         raise UploadTooLargeError(
-            label, f"file too large ({size / 1e6:.1f} MB, limit {max_bytes / 1e6:.1f} MB)"
+            label, code="upload.too_large", size_mb=size / 1e6, limit_mb=max_bytes / 1e6
         )
 
 
@@ -230,7 +230,7 @@ class JsonBody:
                 for i in range(start, end, B64_PIECE)
             ]
         except (binascii.Error, ValueError):
-            raise BadImageError(label, "not valid base64 image data") from None
+            raise BadImageError(label, code="upload.base64") from None
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def model(self, model: type[BaseModel]) -> Any:

@@ -4,8 +4,10 @@ Settings refused by the schema are 422 naming the field; bad photos 400; unknown
 a busy user 409 (with the id of the job that holds it); a missing model 503; anything unexpected 500
 with "internal error (see the server log)" (the exception goes to the log, never to the client).
 Every answer has ``message`` (what EasyPhoto's clients read) and ``detail`` (FastAPI's field); ``error``
-is a stable code (``unknown_user``, ``bad_image``…), not a class name. Server paths in a message are
-shortened to their last component (:func:`public_message`).
+is a stable code (``unknown_user``, ``bad_image``…), not a class name; ``code`` and ``params``, when
+the message has them, name the exact message (``image.too_small`` with its width, height…: see
+``easyphoto.errors.MESSAGES``), so a client can show it in its own language. Server paths in a message
+are shortened to their last component (:func:`public_message`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,15 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def public_params(value: Any) -> Any:
+    """An error's params as sent to a client: server paths in texts cut like messages."""
+    if isinstance(value, dict):
+        return {k: public_params(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_params(v) for v in value]
+    return public_message(_short(value, MESSAGE_CHARS)) if isinstance(value, str) else value
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Our errors, validation errors, HTTP errors and unexpected exceptions as readable JSON answers."""
 
@@ -115,6 +126,8 @@ def install_error_handlers(app: FastAPI) -> None:
             body["fields"] = exc.fields
         if isinstance(exc, UserBusyError) and exc.job_id:
             body["job_id"] = exc.job_id
+        if exc.code:  # the message's stable code and values: a client may show it in its own words
+            body["code"], body["params"] = exc.code, public_params(exc.params)
         return JSONResponse(body, status_code=status_for(exc))
 
     @app.exception_handler(RequestValidationError)

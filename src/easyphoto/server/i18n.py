@@ -215,6 +215,16 @@ ZH: dict[str, str] = {
     "err.all_kept": "所有人脸都设为“保留这张脸”：请至少为一张脸选择用户。",
     "err.no_job": "没有可操作的任务。",
     "err.error": "错误",
+    "reject.unreadable": "无法读取",
+    "reject.listed_twice": "同一文件重复上传",
+    "reject.no_face": "没有检测到人脸",
+    "reject.ambiguous": "有多张大小相近的人脸：请把照片裁剪到只剩一个人",
+    "reject.face_too_small": "人脸太小",
+    "reject.face_cut_off": "人脸被照片边缘截断",
+    "reject.blurry": "太模糊",
+    "reject.duplicate": "与另一张照片几乎相同",
+    "reject.different_person": "看起来是另一个人",
+    "reject.not_selected": "未入选（不在最相似的照片之列）",
 }
 
 TRANSLATIONS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH}

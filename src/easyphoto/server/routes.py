@@ -20,7 +20,7 @@ from .. import __version__
 from ..config import GenerateConfig, PrepareConfig, ServerSettings, TrainConfig
 from ..errors import ConfigError
 from ..jobs import JobService, Limits, Upload, UploadTooLargeError
-from .errors import public_message
+from .errors import public_message, public_params
 from .security import MAX_JSON_DEPTH, json_too_deep
 from .waiting import wait_for_job
 
@@ -59,7 +59,9 @@ def job_urls(view: dict[str, Any]) -> dict[str, Any]:
         view["error"] = public_message(view["error"])
     for err in result.get("errors", []) or []:
         if isinstance(err, dict) and isinstance(err.get("error"), str):
-            err["error"] = public_message(err["error"])
+            err.update(public_params(err))  # message, source and params alike
+    if isinstance(result.get("error"), dict):
+        result["error"] = public_params(result["error"])
     for img in result.get("images", []) or []:
         img["url"] = url(img.get("file"))
     for v in result.get("validations", []) or []:
@@ -83,7 +85,9 @@ async def read_uploads(files: list[UploadFile] | None, limits: Limits, what: str
         if f.size is not None and f.size > limits.max_file_bytes:
             raise UploadTooLargeError(
                 Path(label).name,
-                f"file too large ({f.size / 1e6:.1f} MB, limit {limits.max_file_bytes / 1e6:.1f} MB)",
+                code="upload.too_large",
+                size_mb=f.size / 1e6,
+                limit_mb=limits.max_file_bytes / 1e6,
             )
         data = await f.read(limits.max_file_bytes + 1)
         uploads.append(Upload(name=label, data=data))

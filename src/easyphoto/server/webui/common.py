@@ -11,7 +11,7 @@ from typing import Any
 
 import annotated_types
 
-from ..errors import public_message
+from ..error_text import localize
 from ..i18n import pick_language, t
 
 #: Every event handler is the UI's own: hidden from Gradio's "Use via API" and from its client
@@ -223,7 +223,7 @@ class Tab:
         with an error overlay that covers tables, dropdowns and checkboxes until each is dismissed —
         a failed Delete locked the Models tab. A warning toast plus ``gr.skip()`` keeps every control
         usable. Our errors are shown with server paths cut to their last component."""
-        message = public_message(str(problem)) if isinstance(problem, Exception) else problem
+        message = localize(problem, code) if isinstance(problem, Exception) else problem
         self.gr.Warning(message, title=t("err.error", code))
         skipped = tuple(self.gr.skip() for _ in range(outputs))
         return skipped[0] if outputs == 1 else skipped

@@ -11,7 +11,7 @@ from ...config import GenerateConfig
 from ...errors import EasyPhotoError
 from ...jobs import FINISHED, Upload
 from ...users import PHOTO_USER
-from ..errors import public_message
+from ..error_text import job_error, localize
 from ..i18n import t
 from .common import API, Tab, form_values, preset_values, progress_html, settings_grid, status_line
 
@@ -145,9 +145,9 @@ class GenerateTab(Tab):
         if rows:
             header = f"| {t('col.template', code)} | {t('col.user', code)} | {t('col.similarity', code)} |"
             lines.append("\n".join([header, "|---|---|---|", *rows]))
-        lines += [f"⚠️ {public_message(err['error'])}" for err in result.get("errors", [])]
+        lines += [f"⚠️ {localize(err, code)}" for err in result.get("errors", [])]
         if view.get("error"):
-            lines.append(f"❌ {public_message(view['error'])}")
+            lines.append(f"❌ {job_error(view, code)}")
         done = view["state"] in FINISHED
         return (
             progress_html(fraction, line),

@@ -9,7 +9,7 @@ import gradio as gr
 from ...config import TrainConfig
 from ...errors import EasyPhotoError
 from ...jobs import FINISHED, INTERRUPTED, Upload
-from ..errors import public_message
+from ..error_text import job_error, reject_reason
 from ..i18n import t
 from .common import API, Tab, form_values, preset_values, progress_html, settings_grid, status_line
 
@@ -22,7 +22,7 @@ def _marked(shown: list[Any] | None, rejected: list[dict[str, Any]] | None, code
     n-th upload is stored as ``NN_<name>``); ``gr.skip()`` when nothing changes."""
     if not shown or rejected is None:
         return gr.skip()
-    why = {int(r["photo"][:2]): r["reason"] for r in rejected if r["photo"][:2].isdigit()}
+    why = {int(r["photo"][:2]): reject_reason(r, code) for r in rejected if r["photo"][:2].isdigit()}
     items = [(item[0] if isinstance(item, (tuple, list)) else item) for item in shown]
     marked = [
         (path, f"✗ {why[i]}" if i in why else f"✓ {t('train.kept', code)}") for i, path in enumerate(items)
@@ -84,7 +84,7 @@ class TrainTab(Tab):
             result = view["result"]
             lines.append(t("msg.trained", code, user=result["user_id"], score=result["best_score"]))
         if view.get("error"):
-            lines.append(f"❌ {public_message(view['error'])}")
+            lines.append(f"❌ {job_error(view, code)}")
         if view["state"] in (INTERRUPTED, "cancelled", "failed") and view.get("resumable"):
             lines.append(t("msg.resumable", code))
         gallery = []

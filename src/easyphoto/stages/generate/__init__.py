@@ -68,7 +68,7 @@ def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> Portrait
     ref = model.ref_image()
     face = analyzer.largest(ref)
     if face is None:
-        raise NoFaceError(f"user {user_id!r}", "no face in the reference image ref.png")
+        raise NoFaceError(f"user {user_id!r}", code="face.none_in_reference")
     embedding = model.embedding()
     return PortraitUser(
         user_id, model.lora_path, ref, face, embedding if embedding is not None else face.embedding,
@@ -92,7 +92,7 @@ def photo_user(photos: Sequence[ImageSource], analyzer: Any, name: str = PHOTO_U
         image = load_image(src, name=label)
         face = analyzer.largest(image)
         if face is None:
-            raise NoFaceError(label, "no face found in this photo (a clear, front-facing photo works best)")
+            raise NoFaceError(label, code="face.none_in_photo")
         embeddings.append(face.embedding)
         if best is None or face.area > best[1].area:
             best = (image, face)
@@ -411,7 +411,7 @@ def assign_faces(faces: list[Any], user_ids: Sequence[str], cfg: GenerateConfig,
     One id with several faces: only the largest (``single_user_face="largest"``) or the left-most face.
     """
     if not faces:
-        raise NoFaceError(label, "no face found in the template")
+        raise NoFaceError(label, code="face.none_in_template")
     ids = [u.strip() for u in user_ids]
     if len(ids) > len(faces):
         raise ConfigError(

@@ -46,7 +46,7 @@ def load_validation_templates(paths: Sequence[str | Path], analyzer: Any) -> lis
         image = load_image(p)
         face = analyzer.largest(image)
         if face is None:
-            raise NoFaceError(str(p), "no face found in this validation template")
+            raise NoFaceError(str(p), code="face.none_in_validation")
         out.append(ValidationTemplate(Path(p).name, image, face))
     return out
 

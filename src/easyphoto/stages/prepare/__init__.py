@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ...config import PrepareConfig
-from ...errors import BadImageError, ConfigError, NotEnoughPhotosError
+from ...errors import BadImageError, ConfigError, NotEnoughPhotosError, message
 from ...face.analyzer import Face, FaceAnalyzer, distance_to_similarity
 from ...face.geometry import (
     box_center,
@@ -390,9 +390,11 @@ def prepare(
     if len(selected) < cfg.min_photos:
         lines = [f"{r.source}: {'kept' if r.kept else r.reason}" for r in results]
         err = NotEnoughPhotosError(
-            f"only {len(selected)} usable photo(s), at least {cfg.min_photos} needed "
-            f"(5–20 recommended):\n  " + "\n  ".join(lines)
+            message("photos.not_enough", n=len(selected), minimum=cfg.min_photos)
+            + ":\n  "
+            + "\n  ".join(lines)
         )
+        err.code, err.params = "photos.not_enough", {"n": len(selected), "minimum": cfg.min_photos}
         err.results = results  # type: ignore[attr-defined]
         raise err
     embedding = np.mean(np.stack([c.embedding for c in selected]), axis=0).astype(np.float32)
