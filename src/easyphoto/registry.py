@@ -148,6 +148,9 @@ def _dlib(
     )
 
 
+#: The hash MediaPipe's own build pins for the selfie model's generation 1661875931201364
+#: (``third_party/external_files.bzl``); the copy shipped in ``easyphoto/data`` has it.
+_SELFIE_SHA256 = "8d13b7fae74af625c641226813616a2117bd6bca19eb3b75574621fc08557f27"
 _SD_LICENCE = "CreativeML OpenRAIL-M"
 _CN_LICENCE = "OpenRAIL (ControlNet 1.1)"
 
@@ -280,6 +283,22 @@ REGISTRY: dict[str, ModelEntry] = {
             "dlib_face_recognition_resnet_model_v1.dat",
             "face identity descriptor (ResNet): similarity scores, validation",
             21,
+        ),
+        ModelEntry(
+            name="selfie-segmentation",
+            role="person mask for background replacement (MediaPipe, shipped inside easyphoto)",
+            sources=(
+                Source(package="easyphoto.face.person", pip="easyphoto", files=("bundled_model",)),
+                Source(
+                    url="https://storage.googleapis.com/mediapipe-assets/selfie_segmentation.tflite"
+                    "?generation=1661875931201364",
+                    filename="selfie_segmentation.tflite",
+                ),
+            ),
+            size_mb=1,
+            licence="Apache-2.0 (MediaPipe)",
+            commercial=True,
+            sha256={"selfie_segmentation.tflite": _SELFIE_SHA256},
         ),
     )
 }
