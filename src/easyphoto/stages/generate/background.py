@@ -72,10 +72,9 @@ def cover(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def composite(image: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
     """The person of ``image`` (``alpha``) in front of ``background``; pixels where alpha is 1 are
     ``image``'s, exactly."""
-    a = alpha[..., None].astype(np.float32)
-    out = np.clip(image * a + background * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
-    whole = alpha >= 1.0
-    out[whole] = image[whole]
+    a = np.ascontiguousarray(alpha, dtype=np.float32)
+    out = cv2.blendLinear(image, np.ascontiguousarray(background, dtype=np.uint8), a, 1.0 - a)
+    np.copyto(out, image, where=(alpha >= 1.0)[..., None])  # exactly, whatever the rounding
     return out
 
 
