@@ -135,7 +135,7 @@ CLI_CASES = [
     ("max_photos 0", ["prepare", f"{D}/good.jpg", "--user-id", "u", "--max-photos", "0"], "--max-photos:"),
     ("port 0", ["serve", "--port", "0"], "Invalid value for '--port'"),
     ("port out of range", ["serve", "--port", "70000"], "Invalid value for '--port'"),
-    ("language", ["serve", "--lang", "fr"], "use auto, en or zh-CN"),
+    ("language", ["serve", "--lang", "fr"], "--lang: Input should be 'auto', 'en' or 'zh-CN', got 'fr'"),
     ("unknown flag", ["faces", "--bogus", "x"], "No such option: --bogus"),
     ("unknown command", ["paint"], "No such command 'paint'"),
     ("neither photos nor dataset", ["train", "--user-id", "u"], "give either photos or --dataset"),
