@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import easyphoto.store as store
 from easyphoto import InvalidUserIdError
 from easyphoto.errors import ConfigError
 from easyphoto.store import (
@@ -404,9 +405,10 @@ def test_crash_between_the_two_renames_is_recovered(tmp_path: Path, monkeypatch:
     # Rename the leftovers as if they belonged to a process that has exited.
     dead = _dead_pid()
     for p in tmp_path.iterdir():
-        p.rename(tmp_path / p.name.replace(f".{os.getpid()}.", f".{dead}."))
+        p.rename(tmp_path / p.name.replace(f".{os.getpid()}-", f".{dead}-"))
     staging = next(p.name for p in tmp_path.iterdir() if p.name.endswith(".staging"))
-    assert recover_stale(tmp_path) == [f"removed {staging}", f"restored model from .model.{dead}.old"]
+    tag = store.host_tag()
+    assert recover_stale(tmp_path) == [f"removed {staging}", f"restored model from .model.{dead}-{tag}.old"]
     assert _listing(target) == ["old.txt"] and _listing(tmp_path) == ["model"]
     assert recover_stale(tmp_path) == []
 
@@ -421,6 +423,16 @@ def test_recover_stale_leaves_live_owners_alone(tmp_path: Path) -> None:
     before = _listing(tmp_path)
     assert recover_stale(tmp_path) == []
     assert _listing(tmp_path) == before
+
+
+def test_recover_stale_leaves_other_machines_leftovers_alone(tmp_path: Path) -> None:
+    """EASYPHOTO_HOME on shared storage: a pid of another machine says nothing about its process here."""
+    dead = _dead_pid()
+    other = "0123abcd" if store.host_tag() != "0123abcd" else "fedc9876"
+    (tmp_path / f".model.{dead}-{other}.q1w2.staging").mkdir()  # another machine, maybe writing now
+    (tmp_path / f".model.{dead}-{store.host_tag()}.q1w2.staging").mkdir()  # ours, dead
+    assert recover_stale(tmp_path) == [f"removed .model.{dead}-{store.host_tag()}.q1w2.staging"]
+    assert _listing(tmp_path) == [f".model.{dead}-{other}.q1w2.staging"]
 
 
 def test_recover_stale_removes_dead_leftovers_and_keeps_newer_target(tmp_path: Path) -> None:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -283,7 +285,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{owner_tag()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -327,7 +329,7 @@ def _swap_in(staging: Path, target: Path) -> None:
         _fsync_dir(target.parent)
         _remove(staging)  # now the previous content
         return
-    old = target.parent / f".{target.name}.{os.getpid()}.old"
+    old = target.parent / f".{target.name}.{owner_tag()}.old"
     if os.path.lexists(old):
         _remove(old)
     replace_path(target, old)
@@ -356,7 +358,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = check_output_dir(target, writable=False)  # kinds only: let the OS judge permissions
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging", dir=target.parent)
+        tempfile.mkdtemp(prefix=f".{target.name}.{owner_tag()}.", suffix=".staging", dir=target.parent)
     )
     try:
         yield staging
@@ -375,8 +377,20 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 # --------------------------------------------------------------------------- crash recovery
 
 _STALE_RE = re.compile(
-    r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:(?P<old>old)|[A-Za-z0-9_]+\.(?P<kind>staging|tmp))"
+    r"\.(?P<name>.+)\.(?P<pid>[0-9]+)(?:-(?P<host>[0-9a-f]{8}))?"
+    r"\.(?:(?P<old>old)|[A-Za-z0-9_]+\.(?P<kind>staging|tmp))"
 )
+
+
+def host_tag() -> str:
+    """8 hex digits naming this machine (a hash of its host name) in temporary file names."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def owner_tag() -> str:
+    """``<pid>-<host tag>``: who owns a temporary file or folder. With ``EASYPHOTO_HOME`` on storage
+    several machines share, a pid alone would let one machine's repair delete another's live files."""
+    return f"{os.getpid()}-{host_tag()}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -423,7 +437,9 @@ def _win_pid_alive(pid: int) -> bool:
 def recover_stale(parent: str | os.PathLike) -> list[str]:
     """Repair what processes killed inside :func:`atomic_dir` / :func:`atomic_path` left in ``parent``.
 
-    Only names whose owner process (the pid in the name) is gone are touched:
+    Only names whose owner process (the pid in the name) is gone are touched, and only names written on
+    this machine (their ``<pid>-<host tag>``, :func:`owner_tag`; names with a bare pid are older
+    ones, taken as this machine's): another machine's leftovers on shared storage are its to repair.
 
     * ``.<name>.<pid>.old`` with ``<name>`` missing (killed between the two renames of the fallback
       swap): renamed back to ``<name>``; with several, the most recently renamed one.
@@ -441,10 +457,11 @@ def recover_stale(parent: str | os.PathLike) -> list[str]:
         return []
     done: list[str] = []
     olds: dict[str, list[os.DirEntry]] = {}
+    here = host_tag()
     for entry in entries:
         match = _STALE_RE.fullmatch(entry.name)
-        if not match or pid_alive(int(match["pid"])):
-            continue
+        if not match or (match["host"] or here) != here or pid_alive(int(match["pid"])):
+            continue  # not ours to judge: another machine's (shared storage), or a live process
         if match["old"]:
             olds.setdefault(match["name"], []).append(entry)
             continue
