@@ -300,6 +300,7 @@ def test_lora_load_weight_and_unload_restores_base_exactly(cache, tiny_model_dir
         # alpha/rank = 0.5 survives the file round trip: the output is the one the trained modules give
         np.testing.assert_allclose(full, reference, atol=1e-5)
         cache.set_lora(path, 0.5)
+        assert cache.reset() == []  # a loaded user LoRA is inference state, nothing to clean
         half = _txt2img(pipe)
         assert np.abs(half - full).max() > 1e-3 and np.abs(half - base).max() > 1e-3
         assert cache.load_count["lora"] == lora_loads + 1  # a new weight does not read the file again

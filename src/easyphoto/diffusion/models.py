@@ -440,6 +440,8 @@ class ModelCache:
                 self._apply_adapters()
                 raise ModelNotFoundError(f"{p}: not a LoRA for this SD1.5 model ({exc})") from exc
             self.load_count["lora"] += 1
+            for part in ("unet", "text_encoder"):  # inference weights: peft leaves them trainable
+                self._base[part].requires_grad_(False)
             self._user_adapters[key] = name
             while len(self._user_adapters) > max(1, int(self.config.lora_cache_size)):
                 self._delete_user_adapter(next(iter(self._user_adapters)))
