@@ -85,6 +85,39 @@ def model_rows(config: ModelConfig | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def fleet(url: str) -> dict[str, Any]:
+    """A job fleet as plain data (``easyphoto doctor --queue URL``): its workers (host, pid, GPU,
+    queues, current job), queued jobs per kind, broker messages per queue, the jobs in flight."""
+    from .jobs.fleet import fleet_status
+
+    return fleet_status(url)
+
+
+def fleet_lines(rep: dict[str, Any]) -> list[str]:
+    """:func:`fleet`'s report as the lines the CLI prints."""
+    lines = [f"queue {rep['queue']}: {len(rep['workers'])} worker(s)"]
+    for w in rep["workers"]:
+        gpu = (
+            f"GPU {w['gpu']} ({w.get('gpu_name') or 'unknown'})" if w.get("gpu") is not None else "no GPU set"
+        )
+        job = f"running {w['job']}" if w.get("job") else "idle"
+        queues = ",".join(q.rsplit(".", 1)[-1] for q in w.get("queues", []))
+        lines.append(
+            f"  {w['host']}:{w['pid']}  {gpu}  takes {queues}  {job}  ({w.get('jobs_done', 0)} done)"
+        )
+    queued = ", ".join(f"{k} {n}" for k, n in rep["queued"].items())
+    messages = ", ".join(f"{k} {n}" for k, n in rep["messages"].items())
+    lines.append(f"queued jobs: {queued} (broker messages: {messages})")
+    lines.append(f"in flight: {len(rep['in_flight'])}")
+    for j in rep["in_flight"]:
+        w = j["worker"] or {}
+        frac = j["progress"].get("fraction")
+        done = f"{frac:.0%}" if isinstance(frac, (int, float)) else "starting"
+        lines.append(f"  {j['id']} {j['kind']} {j['user_id'] or ''} on {w.get('host')}:{w.get('pid')} {done}")
+    lines.append("jobs: " + (", ".join(f"{k} {n}" for k, n in sorted(rep["jobs"].items())) or "none"))
+    return lines
+
+
 def report(config: ModelConfig | None = None) -> dict[str, Any]:
     """The whole doctor report as plain data."""
     home = easyphoto_home()

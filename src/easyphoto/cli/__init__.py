@@ -8,7 +8,7 @@ commands that need them, so ``easyphoto --help`` stays fast.
 
 from __future__ import annotations
 
-from . import faces, generate, models, prepare, serve, swap, tiny_model, train  # noqa: F401  (registers the commands)
+from . import faces, generate, models, prepare, serve, swap, tiny_model, train, worker  # noqa: F401  (registers the commands)
 from .app import EXIT_BAD_INPUT, app, fail, main
 
 __all__ = ["EXIT_BAD_INPUT", "app", "fail", "main"]

@@ -110,9 +110,18 @@ def verify(
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", help="A job fleet's Redis URL: show its workers, queues and jobs in flight."),
+    ] = None,
 ) -> None:
     """What this machine has: device, torch/CUDA, free disk and VRAM, models present, how to get the rest."""
-    from ..doctor import report
+    from ..doctor import fleet, fleet_lines, report
+
+    if queue:
+        rep = fleet(queue)
+        typer.echo(json.dumps(rep, indent=2) if as_json else "\n".join(fleet_lines(rep)))
+        return
 
     rep = report()
     if as_json:

@@ -30,6 +30,14 @@ BaseModelOpt = Annotated[
     str | None, typer.Option("--base-model", help="HF id, diffusers folder or .safetensors file.")
 ]
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="EASYPHOTO_HOME (models, jobs, templates).")]
+QueueOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--queue",
+        help="Redis URL of a job fleet (redis://HOST:6379/0; EASYPHOTO_QUEUE): jobs run on "
+        "`easyphoto worker` processes, not local workers.",
+    ),
+]
 
 
 def _run(
@@ -42,6 +50,7 @@ def _run(
     base_model: str | None,
     home: Path | None,
     open_browser: bool,
+    queue: str | None = None,
 ) -> None:
     from ..config import ServerSettings
     from ..server.app import run_server
@@ -50,7 +59,7 @@ def _run(
         os.environ["EASYPHOTO_BASE_MODEL"] = base_model  # the worker processes inherit it
     if home:
         os.environ["EASYPHOTO_HOME"] = str(home.expanduser().resolve())
-    settings = ServerSettings.from_env(workers=workers, ui_lang=lang, ui=not no_ui)
+    settings = ServerSettings.from_env(workers=workers, ui_lang=lang, ui=not no_ui, queue=queue)
     check_listen(host, port)
     run_server(host, port, ui=not no_ui, share=share, open_browser=open_browser, settings=settings)
 
@@ -83,9 +92,10 @@ def serve_command(
     lang: LangOpt = None,
     base_model: BaseModelOpt = None,
     home: HomeOpt = None,
+    queue: QueueOpt = None,
 ) -> None:
     """Run the EasyPhoto server: web UI at /, API under /v1 and /easyphoto, docs at /docs."""
-    _run(host, port, no_ui, share, workers, lang, base_model, home, open_browser=False)
+    _run(host, port, no_ui, share, workers, lang, base_model, home, open_browser=False, queue=queue)
 
 
 @app.command("webui")
@@ -97,9 +107,10 @@ def webui_command(
     lang: LangOpt = None,
     base_model: BaseModelOpt = None,
     home: HomeOpt = None,
+    queue: QueueOpt = None,
 ) -> None:
     """Like `serve`, and open the web UI in the browser."""
-    _run(host, port, False, share, workers, lang, base_model, home, open_browser=True)
+    _run(host, port, False, share, workers, lang, base_model, home, open_browser=True, queue=queue)
 
 
 __all__ = ["serve_command", "webui_command"]

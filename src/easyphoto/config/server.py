@@ -69,6 +69,12 @@ class ServerSettings(_Validated, BaseSettings):
         description="Worker processes (EASYPHOTO_WORKERS).",
     )
     start_workers: bool = Field(True, description="Start the worker processes with the server.")
+    queue: str | None = Field(
+        None,
+        validation_alias=_env("queue", "EASYPHOTO_QUEUE"),
+        description="Redis URL of a job fleet (redis://HOST:6379/0): jobs go to `easyphoto worker` "
+        "processes on any machine instead of local workers (EASYPHOTO_QUEUE).",
+    )
     ui: bool = Field(True, description="Serve the web UI at /.")
     ui_lang: Literal["auto", "en", "zh-CN"] = Field(
         "auto",
@@ -91,6 +97,16 @@ class ServerSettings(_Validated, BaseSettings):
     def from_env(cls, **overrides: Any) -> ServerSettings:
         """Settings from the environment; keyword arguments that are not ``None`` win."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        """Empty means none; anything else must be a Redis URL."""
+        if value is None or not value.strip():
+            return None
+        if value.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError("expected a Redis URL: redis://HOST:6379/0 (or rediss://, unix://)")
+        return value.strip()
 
     @field_validator("ui_lang", mode="before")
     @classmethod

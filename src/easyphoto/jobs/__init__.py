@@ -3,11 +3,14 @@
 The web server never trains or generates inside a request. :mod:`.service` turns a request into a job
 (inputs validated and stored, one row queued); :mod:`.worker` claims jobs one at a time and runs them
 through :mod:`easyphoto.workflows`; :mod:`.supervisor` starts and restarts the worker processes;
-:mod:`.store` is the SQLite table with every job's state and events.
+:mod:`.store` is the SQLite table with every job's state and events. With ``EASYPHOTO_QUEUE`` the same
+service runs on a fleet instead: :mod:`.redis_store` (the job table in Redis) and :mod:`.fleet` (Celery
+workers on any number of machines); neither Celery nor Redis is imported until a fleet is used.
 """
 
 from __future__ import annotations
 
+from .redis_store import QueueUnavailableError
 from .service import JobService, Limits, Upload, UploadTooLargeError, check_image, safe_label
 from .store import (
     CANCELLED,
@@ -36,6 +39,7 @@ __all__ = [
     "INTERRUPTED",
     "KINDS",
     "QUEUED",
+    "QueueUnavailableError",
     "RUNNING",
     "STATES",
     "SUCCEEDED",

@@ -98,13 +98,14 @@ class JobService:
     ``home``: ``EASYPHOTO_HOME``. ``limits``: upload limits (default: :class:`ServerSettings`'). Every
     setting is validated and resolved (defaults, then the operator's presets, then the request) when a
     job is submitted, so a bad value is refused at once and the job row records exactly the settings
-    it runs with.
+    it runs with. ``store``: the job table (default: SQLite under ``home``; a fleet passes its
+    :class:`~easyphoto.jobs.redis_store.RedisJobStore`, which has the same methods).
     """
 
-    def __init__(self, home: Path | None = None, limits: Limits | None = None) -> None:
+    def __init__(self, home: Path | None = None, limits: Limits | None = None, store: Any = None) -> None:
         self.home = Path(home or easyphoto_home())
         self.limits = limits or Limits.from_settings()
-        self.store = JobStore(self.home)
+        self.store = store if store is not None else JobStore(self.home)
         self.templates_dir = self.home / "templates"
         self._analyzer: Any = None  # the face picker's, loaded on first use (~1.6 s, no torch)
 

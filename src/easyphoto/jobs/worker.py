@@ -62,7 +62,8 @@ class Worker:
     ``model_config``: base model etc. (default: :class:`ModelConfig`, which reads ``EASYPHOTO_*``).
     ``parent_pid``: exit (interrupting the running job at its next check) when this process is gone.
     ``stop_file``: stop the same way once this file exists (how the supervisor asks a worker to stop
-    on every OS: Windows has no SIGTERM a process can catch).
+    on every OS: Windows has no SIGTERM a process can catch). ``store``: the job table (default: the
+    SQLite :class:`JobStore` under ``home``; a fleet worker passes its Redis store).
     """
 
     def __init__(
@@ -73,10 +74,11 @@ class Worker:
         parent_pid: int | None = None,
         poll: float = 0.1,
         stop_file: Path | None = None,
+        store: Any = None,
     ) -> None:
         self.home = Path(home or easyphoto_home())
         self.stop_file = Path(stop_file) if stop_file is not None else None
-        self.store = JobStore(self.home)
+        self.store = store if store is not None else JobStore(self.home)
         self.model_config = model_config
         self.parent_pid = parent_pid
         self.poll = poll

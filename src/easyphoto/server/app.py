@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Form, Request
 from fastapi.concurrency import run_in_threadpool
@@ -55,12 +56,7 @@ def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist |
 
     settings = settings or ServerSettings()
     hosts = hosts if hosts is not None else HostAllowlist.from_env(settings.token)
-    service = JobService(settings.home, Limits.from_settings(settings))
-    supervisor = (
-        WorkerSupervisor(settings.home, workers=settings.workers, retention_days=settings.job_retention_days)
-        if settings.start_workers
-        else None
-    )
+    service, supervisor = _job_system(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +110,25 @@ def create_app(settings: ServerSettings | None = None, *, hosts: HostAllowlist |
             return RedirectResponse("/docs")
 
     return app
+
+
+def _job_system(settings: ServerSettings) -> tuple[JobService, Any]:
+    """The job service and what runs its jobs: local worker processes on SQLite, or with
+    ``EASYPHOTO_QUEUE`` the fleet (jobs in Redis, run by ``easyphoto worker`` anywhere; the server
+    only watches for dead workers)."""
+    limits = Limits.from_settings(settings)
+    if settings.queue:
+        from ..jobs.fleet import FleetMonitor, open_store
+
+        store = open_store(settings.queue, settings.home)
+        monitor = FleetMonitor(store, settings.job_retention_days) if settings.start_workers else None
+        return JobService(settings.home, limits, store=store), monitor
+    supervisor = (
+        WorkerSupervisor(settings.home, workers=settings.workers, retention_days=settings.job_retention_days)
+        if settings.start_workers
+        else None
+    )
+    return JobService(settings.home, limits), supervisor
 
 
 def _login_page(message: str = "", status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:

@@ -1,7 +1,8 @@
 """How our errors reach an HTTP client: one status per error type and a readable message.
 
 Settings refused by the schema are 422 naming the field; bad photos 400; unknown users and jobs 404;
-a busy user 409 (with the id of the job that holds it); a missing model 503; anything unexpected 500
+a busy user 409 (with the id of the job that holds it); a missing model or an unreachable job queue
+(Redis, in a fleet) 503; anything unexpected 500
 with "internal error (see the server log)" (the exception goes to the log, never to the client).
 Every answer has ``message`` (what EasyPhoto's clients read) and ``detail`` (FastAPI's field); ``error``
 is a stable code (``unknown_user``, ``bad_image``…), not a class name; ``code`` and ``params``, when
@@ -32,7 +33,7 @@ from ..errors import (
     UserBusyError,
     UserModelError,
 )
-from ..jobs import JobNotFoundError, JobStateError, UploadTooLargeError
+from ..jobs import JobNotFoundError, JobStateError, QueueUnavailableError, UploadTooLargeError
 
 #: The answer to an unexpected exception (its text may hold paths and library internals: log only).
 INTERNAL_ERROR = "internal error (see the server log)"
@@ -48,6 +49,7 @@ ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
     (UnknownUserError, "unknown_user"),
     (UserBusyError, "user_busy"),
     (JobStateError, "job_state"),
+    (QueueUnavailableError, "queue_unavailable"),
     (ModelNotFoundError, "model_not_found"),
     (InvalidUserIdError, "invalid_user_id"),
     (NoFaceError, "no_face"),
@@ -73,7 +75,7 @@ def status_for(exc: Exception) -> int:
         return 409
     if isinstance(exc, ConfigError) and exc.fields:
         return 422
-    if isinstance(exc, ModelNotFoundError):
+    if isinstance(exc, (ModelNotFoundError, QueueUnavailableError)):
         return 503
     if isinstance(exc, EasyPhotoError):  # bad photo, no face, invalid id, too few photos, broken model…
         return 400
