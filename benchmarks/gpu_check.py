@@ -20,7 +20,8 @@ Paths, in order (a path whose prerequisite did not pass is skipped; ``--only`` p
   step, peak memory); ``train_workflow`` (fp16 mixed precision, validation renders under autocast,
   checkpoints, exact fusion, user model); ``fused_adamw``; ``adam_8bit`` (if bitsandbytes is there);
 * ``portrait`` at the default steps (both passes, all controls), ``ip_adapter``, ``fast_lcm``,
-  ``vae_tiling``, ``cpu_offload``; ``sdxl`` (no such path yet).
+  ``vae_tiling``, ``cpu_offload``; ``sdxl`` (text-to-photo: SDXL template at 1024 px / 30 steps, then the
+  portrait; time against the 10 s target, peak memory with the offload and keep policies).
 
 The GPU run keeps training short (4 optimizer steps) and extrapolates; it takes a few minutes on an
 H100 and stops starting paths after ``--budget-s``.

@@ -278,5 +278,7 @@ def cpu_offload(ctx: Ctx) -> str:
 
 
 def sdxl(ctx: Ctx) -> str:
-    """SDXL paths: none yet."""
-    raise Skip("easyphoto has no SDXL code path yet (add it here when it does)")
+    """Text-to-photo (SDXL template, then the portrait): :mod:`gpu_check_sdxl`."""
+    import gpu_check_sdxl
+
+    return gpu_check_sdxl.sdxl(ctx)

@@ -231,3 +231,13 @@ def test_internal_ui_handlers_are_not_offered_as_an_api(tmp_path: Path) -> None:
     assert info == {"named_endpoints": {}, "unnamed_endpoints": {}}
     config = client.get("/config").json()
     assert len(config["dependencies"]) >= 14  # the handlers exist: they are only hidden
+
+
+def test_every_setting_has_labels_in_both_languages() -> None:
+    """The advanced options show a readable, translated label and help for every settings field."""
+    from easyphoto.server.field_text import FIELDS
+    from easyphoto.server.webui.generate_tab import GENERATE_FIELDS
+    from easyphoto.server.webui.train_tab import TRAIN_FIELDS
+
+    missing = [name for name in [*TRAIN_FIELDS, *GENERATE_FIELDS] if name not in FIELDS]
+    assert missing == [], "add these to server/field_text.py: " + ", ".join(missing)

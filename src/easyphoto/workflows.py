@@ -62,7 +62,23 @@ def train(
     from .stages.train import train as train_stage
 
     cfg = config or TrainConfig()
+    cache = kwargs.get("cache")
+    check_sd15_base(cache.config if cache is not None else kwargs.get("model_config"), "training")
     return train_stage(user_id, dataset, cfg, extra_validation=_extra_validation(cfg), **kwargs)
+
+
+def check_sd15_base(model_config: ModelConfig | None, what: str) -> None:
+    """Refuse an SDXL base model (told from its files, before anything is loaded) where the SD1.5
+    pipeline runs: ``what`` is "training" or "the portrait pipeline". A base of unknown family passes."""
+    from .diffusion.families import model_family
+
+    mc = model_config if model_config is not None else ModelConfig()
+    if model_family(str(mc.base_model), local_files_only=True) == "sdxl":
+        raise ConfigError(
+            f"base model {mc.base_model!r} is SDXL, but {what} runs on SD1.5: give an SD1.5 base model "
+            "(--base-model, EASYPHOTO_BASE_MODEL); SDXL serves text-to-photo's template "
+            "(--template-model), and SDXL user models are not available yet"
+        )
 
 
 def prepare_and_train(
@@ -93,6 +109,7 @@ def prepare_and_train(
     from .users import recover
 
     user_id = validate_user_id(user_id)
+    check_sd15_base(cache.config if cache is not None else model_config, "training")
     home = home or easyphoto_home()
     for line in recover(home):  # what a crashed earlier run left behind
         log.warning("repaired: %s", line)
@@ -210,12 +227,14 @@ def generate_batch(
     should_stop: Callable[[], bool] | None = None,
     photos: Sequence[Any] | None = None,
     ip_image: Any = None,
+    background_image: Any = None,
 ) -> BatchResult:
     """Paint ``user_ids`` into each template (``(path, display name)`` pairs); PNGs go to ``out_dir``.
 
     ``photos``: photos of a person to paint without training, as the user ``"photo"`` (the default
     when ``user_ids`` is empty); the IP-Adapter carries their identity. ``ip_image``: a photo whose face
-    the IP-Adapter sees instead of each user's own (EasyPhoto's ``ipa_image``).
+    the IP-Adapter sees instead of each user's own (EasyPhoto's ``ipa_image``). ``background_image``:
+    the picture put behind the people (``background="replace"``; else ``background_prompt`` is painted).
 
     A template that cannot be used (unreadable, no face, too few faces) is recorded in
     ``BatchResult.errors`` and the batch goes on; when no portrait at all could be made, the error is
@@ -224,7 +243,18 @@ def generate_batch(
     """
     cfg = config or GenerateConfig()
     user_ids = list(user_ids) or ([PHOTO_USER] if photos else [])
-    check_generation(user_ids, cfg, home, photo_users=[PHOTO_USER] if photos else [])
+    picture = None
+    if background_image is not None:
+        from .imageio import load_image
+
+        named = isinstance(background_image, (str, Path))
+        label = Path(str(background_image)).name if named else "background"
+        picture = load_image(background_image, name=label)
+    check_generation(user_ids, cfg, home, photo_users=[PHOTO_USER] if photos else [],
+                     background_picture=picture is not None)  # fmt: skip
+    check_sd15_base(
+        generator.cache.config if generator is not None else model_config, "the portrait pipeline"
+    )
     gen = generator or portrait_generator(model_config=model_config, home=home)
     gen.photo_users.clear()  # a kept generator must not paint the last job's photos
     if photos:
@@ -240,6 +270,7 @@ def generate_batch(
             portrait = gen.generate(
                 path, list(user_ids), cfg, template_name=name, keep_intermediates=keep_intermediates,
                 on_event=(lambda e, i=i: _emit(on_event, {**e, "template": i})) if on_event else None,
+                background_image=picture,
             )  # fmt: skip
         except (NoFaceError, BadImageError, ConfigError, UserModelError) as exc:
             log.info("template skipped: %s", exc)  # reported in the result; the front door shows it
@@ -286,13 +317,20 @@ def portrait_generator(
 
 
 def check_generation(
-    user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None, photo_users: Sequence[str] = ()
+    user_ids: Sequence[str],
+    config: GenerateConfig,
+    home: Path | None = None,
+    photo_users: Sequence[str] = (),
+    background_picture: bool = False,
 ) -> list[str]:
-    """Everything a generation can be refused for before any work: users (see :func:`check_users`)
-    and ControlNet names; returns the user ids stripped."""
+    """Everything a generation can be refused for before any work: users (see :func:`check_users`),
+    ControlNet names, a background to replace with nothing to replace it by; returns the user ids
+    stripped."""
+    from .stages.generate.background import check_background
     from .stages.generate.controls import check_controlnets
 
     check_controlnets(config)
+    check_background(config, background_picture)
     return check_users(user_ids, home, photo_users)
 
 
@@ -377,6 +415,7 @@ __all__ = [
     "BatchResult",
     "BatchStopped",
     "check_generation",
+    "check_sd15_base",
     "check_users",
     "default_portrait_name",
     "errors_to_exception",

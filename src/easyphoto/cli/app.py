@@ -62,6 +62,7 @@ def setting(cls: type, name: str, *names: str, help: str | None = None) -> Any:
         if default is None
         else (", ".join(map(str, default)) if isinstance(default, tuple) else default)
     )
+    shown = "none" if shown == "" else shown
     text = f"{help or field.description} (default: {shown})"
     return typer.Option(*(names or (flag(name),)), help=text, show_default=False)
 

@@ -10,16 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from ..config import GenerateConfig
+from . import text2photo as t2p
 from .app import EXIT_BAD_INPUT, app, echo_error, model_config, overrides, setting
 
 G = GenerateConfig
 PHOTO_HELP = "No training: photo(s) of the person, painted in as user 'photo' by the IP-Adapter."
+STEPS_HELP = "Also write each face's stages (fused crop, controls, masks, passes) to OUT/<name>-steps/."
 FAST_HELP = "LCM sampler + LCM-LoRA (EASYPHOTO_LCM_LORA), 8 steps per pass: several times faster."
+BACKGROUND_HELP = "A picture to put behind the people (implies --background replace)."
 
 
 @app.command()
 def generate(
-    template: Annotated[list[Path], typer.Option("--template", help="Template photo(s).")],
+    template: Annotated[list[Path] | None, typer.Option("--template", help="Template photo(s).")] = None,
     user_id: Annotated[
         list[str] | None,
         typer.Option("--user-id", help="User id per template face, left to right ('none' skips)."),
@@ -46,21 +49,26 @@ def generate(
         float | None, setting(G, "after_fusion_ratio", help="Face fusion after the first pass (0: off).")
     ] = None,
     guidance_scale: Annotated[float | None, setting(G, "guidance_scale")] = None,
+    upscale: Annotated[int | None, setting(G, "upscale")] = None,
+    max_short_side: Annotated[int | None, setting(G, "max_short_side")] = None,
+    face_restore: Annotated[bool | None, setting(G, "face_restore")] = None,
+    background: Annotated[str | None, setting(G, "background")] = None,
+    background_prompt: Annotated[str | None, setting(G, "background_prompt")] = None,
+    background_image: Annotated[Path | None, typer.Option("--background-image", help=BACKGROUND_HELP)] = None,
     fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float16, bfloat16, float32.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
-    save_intermediates: Annotated[
-        bool,
-        typer.Option(
-            "--save-intermediates",
-            help="Also write each face's stages (fused crop, controls, masks, passes) to OUT/<name>-steps/.",
-        ),
-    ] = False,
+    save_intermediates: Annotated[bool, typer.Option("--save-intermediates", help=STEPS_HELP)] = False,
+    prompt: t2p.PromptOpt = None,
+    pose: t2p.PoseOpt = None,
+    size: t2p.SizeOpt = None,
+    scene_lora: t2p.SceneLoraOpt = None,
+    template_model: t2p.TemplateModelOpt = None,
 ) -> None:
     """Paint trained users — or, with --photo, a person without training — into template photos.
 
-    Two diffusion passes per face; writes PNGs with their settings.
+    With --prompt, SDXL draws the template first (text-to-photo). Writes PNGs with their settings.
     """
     from ..store import check_output_dir
     from ..workflows import generate_batch
@@ -74,19 +82,20 @@ def generate(
             before_fusion_ratio=before_fusion_ratio, after_fusion_ratio=after_fusion_ratio,
             apply_fusion_before=None if before_fusion_ratio is None else before_fusion_ratio > 0,
             apply_fusion_after=None if after_fusion_ratio is None else after_fusion_ratio > 0,
-            ip_adapter_scale=ip_adapter_scale,
+            ip_adapter_scale=ip_adapter_scale, upscale=upscale, max_short_side=max_short_side,
+            background=background or ("replace" if background_image else None),
+            background_prompt=background_prompt, face_restore=face_restore,
         )
     )  # fmt: skip
+    if prompt is not None or not template:
+        opts = t2p.Options(prompt, pose, size, scene_lora, template_model, as_json, save_intermediates)
+        return t2p.run_text_to_photo(opts, user_id or [], cfg, out, model_config(base_model, device, dtype))
     batch = generate_batch(
-        [(p, str(p)) for p in template],
-        user_id or [],
-        cfg,
-        out,
-        model_config=model_config(base_model, device, dtype),
-        keep_intermediates=save_intermediates,
-        photos=photo or None,
-        on_event=None if as_json else ProgressPrinter(),
-    )
+        [(p, str(p)) for p in template], user_id or [], cfg, out,
+        model_config=model_config(base_model, device, dtype), keep_intermediates=save_intermediates,
+        photos=photo or None, on_event=None if as_json else ProgressPrinter(),
+        background_image=background_image,
+    )  # fmt: skip
     results = [_render(img, as_json) for img in batch.images]
     for err in batch.errors:
         echo_error(err["error"])

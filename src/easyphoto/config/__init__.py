@@ -28,7 +28,7 @@ from .base import (
 from .models import ModelConfig
 from .presets import CONFIG_CLASSES, PRESET_ENV, effective_config, preset
 from .server import MB, ServerSettings
-from .stages import FaceConfig, GenerateConfig, PrepareConfig, TrainConfig
+from .stages import FaceConfig, GenerateConfig, PrepareConfig, Text2PhotoConfig, TrainConfig
 
 __all__ = [
     "CONFIG_CLASSES",
@@ -39,4 +39,5 @@ __all__ = [
     "PRESET_ENV",
 ]
 __all__ += ["TRIGGER_CAPTION", "FaceConfig", "GenerateConfig", "ModelConfig", "PrepareConfig", "TrainConfig"]
-__all__ += ["ServerSettings", "config_error", "easyphoto_home", "effective_config", "preset"]
+__all__ += ["ServerSettings", "Text2PhotoConfig", "config_error", "easyphoto_home", "effective_config"]
+__all__ += ["preset"]

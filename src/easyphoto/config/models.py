@@ -24,6 +24,20 @@ class ModelConfig(_Validated, BaseSettings):
     (the fallback of ``easyphoto models download controlnet-color``). ``cpu_offload`` (CUDA) keeps each
     model on the CPU until it runs: ~3 GB of VRAM instead of ~5. ``lora_cache_size`` 4: each cached user
     LoRA costs ~150 MB in fp16 at rank 128, and switching among cached ones measured 0.013 s, not 0.184 s.
+    ``upscaler_x2`` / ``upscaler_x4``: Real-ESRGAN x2plus / x4plus for ``GenerateConfig.upscale`` (the
+    author's release files, fetched on first use; a local base folder's ``upscaler/x2/`` / ``upscaler/x4/``
+    wins, as ``easyphoto tiny-model`` writes them). ``face_restorer``: GFPGAN v1.4 for
+    ``GenerateConfig.face_restore`` (off by default: trained on FFHQ, whose images are non-commercial;
+    a local base folder's ``face_restorer/`` wins).
+
+    Text-to-photo (SDXL): ``template_model`` makes the template, with ``template_vae`` in float16
+    (default the fp16-fix VAE: SDXL's own VAE overflows to NaN in float16; in float32 the default means
+    the model's own VAE, the numerical reference, unless another VAE is set) and, for a pose,
+    ``controlnet_openpose_sdxl`` (xinsir's net, Apache-2.0; a local ``template_model`` folder's
+    ``controlnet/openpose/`` wins over the default). ``sdxl_memory``: "offload" (default) moves the
+    family not in use to CPU RAM, so SDXL (~7 GB in fp16) and SD1.5 (~4 GB with ControlNets) never sit on
+    the GPU together and text-to-photo fits a 16 GB card; "free" drops it (reloaded from disk next time,
+    least RAM); "keep" leaves both on the device (fastest when VRAM allows).
 
     Every field is also read from its environment variable (named in its description); a value given
     to the constructor wins. ``HF_HUB_OFFLINE=1`` never tries the hub.
@@ -124,12 +138,54 @@ class ModelConfig(_Validated, BaseSettings):
         validation_alias=_env("ip_adapter_file", "EASYPHOTO_IP_ADAPTER_FILE"),
         description="IP-Adapter weights under models/ (EASYPHOTO_IP_ADAPTER_FILE).",
     )
+    upscaler_x2: str = Field(
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
+        validation_alias=_env("upscaler_x2", "EASYPHOTO_UPSCALER_X2"),
+        description="×2 super-resolution (Real-ESRGAN RRDBNet): .pth/.safetensors file, folder or the "
+        "registry URL (EASYPHOTO_UPSCALER_X2).",
+    )
+    upscaler_x4: str = Field(
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+        validation_alias=_env("upscaler_x4", "EASYPHOTO_UPSCALER_X4"),
+        description="×4 super-resolution (Real-ESRGAN RRDBNet): .pth/.safetensors file, folder or the "
+        "registry URL (EASYPHOTO_UPSCALER_X4).",
+    )
+    face_restorer: str = Field(
+        "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth",
+        validation_alias=_env("face_restorer", "EASYPHOTO_FACE_RESTORER"),
+        description="Face restoration (GFPGAN v1.3/v1.4): .pth/.safetensors file, folder or the registry URL "
+        "(EASYPHOTO_FACE_RESTORER).",
+    )
     lora_cache_size: int = Field(
         4,
         ge=1,
         le=64,
         validation_alias=_env("lora_cache_size", "EASYPHOTO_LORA_CACHE"),
         description="User LoRAs kept loaded at once (EASYPHOTO_LORA_CACHE).",
+    )
+    template_model: str = Field(
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        min_length=1,
+        validation_alias=_env("template_model", "EASYPHOTO_TEMPLATE_MODEL"),
+        description="SDXL model of text-to-photo: hub id, diffusers folder or single file "
+        "(EASYPHOTO_TEMPLATE_MODEL).",
+    )
+    template_vae: str | None = Field(
+        "madebyollin/sdxl-vae-fp16-fix",
+        validation_alias=_env("template_vae", "EASYPHOTO_TEMPLATE_VAE"),
+        description="VAE of the SDXL model; empty: the model's own (EASYPHOTO_TEMPLATE_VAE).",
+    )
+    controlnet_openpose_sdxl: str = Field(
+        "xinsir/controlnet-openpose-sdxl-1.0",
+        validation_alias=_env("controlnet_openpose_sdxl", "EASYPHOTO_CONTROLNET_OPENPOSE_SDXL"),
+        description="SDXL OpenPose ControlNet of text-to-photo's pose: id, folder or file "
+        "(EASYPHOTO_CONTROLNET_OPENPOSE_SDXL).",
+    )
+    sdxl_memory: Literal["keep", "offload", "free"] = Field(
+        "offload",
+        validation_alias=_env("sdxl_memory", "EASYPHOTO_SDXL_MEMORY"),
+        description="SDXL and SD1.5 in one process: keep both on the device, offload the idle one to "
+        "RAM, or free it (EASYPHOTO_SDXL_MEMORY).",
     )
 
     @classmethod

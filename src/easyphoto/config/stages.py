@@ -151,12 +151,51 @@ class GenerateConfig(_Settings):
     IP-Adapter's view of the user's face to both passes: off by default for a trained user (EasyPhoto's
     ``ipa_control`` default; the LoRA carries identity), 0.7 for a user given as photos only (the middle
     of the 0.5–1.0 range the adapter's authors suggest for faces; unmeasured here, random weights).
+
+    Big templates: a crop whose short side lies between ``short_side`` and ``max_short_side`` is worked
+    on at its own pixels (no resampling in or out), a larger one at ``max_short_side``. Unset, that is
+    2 × ``short_side`` (1024 px) on CUDA and ``short_side`` on a CPU or MPS, where one SD1.5 step costs
+    ~16 s at 512 px and 4× the pixels would make a one-face portrait take hours. Measured on a 2400 px
+    template (290 px face) with the passes stubbed: face sharpness 0.86 × the template's at 1024, 0.22
+    × at 512. ``upscale`` 2 or 4 enlarges the finished portrait with Real-ESRGAN x2plus / x4plus
+    (``ModelConfig.upscaler_x2`` / ``_x4``) in tiles of ``upscale_tile`` px (512, ComfyUI's default:
+    peak 1.2–1.6 GB at ×2 and 3.7–5.1 GB at ×4 on a CPU from 1 to 16 MP, the growth being the output
+    itself; 3.5 GB for one untiled ×2 megapixel) that see ``upscale_overlap`` px
+    (16) past their edges and cross-fade there: tiled and one-pass results differ by ≤ 2 levels at the
+    seams, by 65–100 without the overlap. ``face_upscale`` brings a crop worked below its template size
+    back through the same networks instead of bicubic ("auto": on CUDA when the file is here; on a CPU
+    one megapixel at ×2 takes 4–11 min).
+
+    ``face_restore`` blends GFPGAN v1.4's restoration (``ModelConfig.face_restorer``) over each face made,
+    after super-resolution, at ``face_restore_weight`` 0.5: half, so the trained likeness and skin
+    texture stay while blur and artefacts go (GFPGAN alone smooths skin; unmeasured here, no real
+    weights offline). Off by default: its weights were trained on FFHQ, whose images are non-commercial.
+
+    ``background`` (see ``stages/generate/background.py``): ``keep`` changes nothing outside the face
+    masks; ``restore`` runs one ControlNet tile + canny pass over the whole portrait at
+    ``background_strength`` (0.35, EasyPhoto's ``background_restore_denoising_strength``; its UI
+    offers 0.1–0.6) in tiles of ``background_tile`` px (768: SD1.5 draws best at 512–768 px, and a
+    2048 px portrait is then 9 tiles) and gives the faces back afterwards; ``replace`` paints
+    ``background_prompt`` behind the person (or takes a picture the caller gives), on a copy of at
+    most ``background_tile`` px.
     """
 
     lora_weight: float = Field(0.9, ge=0, le=2, description="Weight of the user LoRA.")
     crop_ratio: float = Field(3.0, ge=1, le=10, description="Face crop size in face sizes.")
     short_side: int = Field(
         512, ge=64, le=2048, description="Short side of each face crop, px (multiple of 8)."
+    )
+    max_short_side: int | None = Field(
+        None,
+        ge=64,
+        le=4096,
+        description="Largest short side of a face crop, px: crops up to it keep the template's own "
+        "pixels; unset: 2 × short_side on CUDA (1024), short_side elsewhere.",
+    )
+    face_upscale: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="A face crop worked below the template's size returns to it through Real-ESRGAN, "
+        "not bicubic; auto: on CUDA when the ×2/×4 model is on this machine.",
     )
     apply_fusion_before: bool = Field(True, description="Fuse the user's face in before the first pass.")
     before_fusion_ratio: float = Field(0.5, ge=0, le=1, description="Face fusion ratio before diffusion.")
@@ -173,7 +212,9 @@ class GenerateConfig(_Settings):
     canny_weight: float = Field(0.5, ge=0, le=2, description="First-pass canny ControlNet weight.")
     openpose_weight: float = Field(0.5, ge=0, le=2, description="First-pass openpose ControlNet weight.")
     color_weight: float = Field(0.85, ge=0, le=2, description="First-pass colour ControlNet weight.")
-    color_cell: int = Field(32, ge=1, le=512, description="Colour mosaic cell, px.")
+    color_cell: int = Field(
+        32, ge=1, le=512, description="Colour mosaic cell, px at short_side (scaled with larger crops)."
+    )
     first_steps: int = Field(50, ge=1, le=1000, description="Steps of the first diffusion.")
     first_denoise: float = Field(0.45, gt=0, le=1, description="Denoising strength of the first diffusion.")
     guidance_scale: float = Field(7.0, ge=0, le=30, description="Classifier-free guidance.")
@@ -204,11 +245,92 @@ class GenerateConfig(_Settings):
     ip_adapter_scale: float | None = Field(
         None, ge=0, le=2, description="IP-Adapter face weight (ipa_weight); unset: 0 with LoRA, 0.7 without."
     )
+    upscale: int = Field(
+        1, ge=1, le=4, description="Super-resolution of the finished portrait: 1 (off), 2 or 4 (Real-ESRGAN)."
+    )
+    upscale_tile: int = Field(
+        512, ge=32, le=4096, description="Super-resolution tile side, px of the portrait (memory bound)."
+    )
+    upscale_overlap: int = Field(
+        16, ge=0, le=256, description="Context each super-resolution tile sees past its edges, px."
+    )
+    face_restore: bool = Field(False, description="Restore the faces with GFPGAN after super-resolution.")
+    face_restore_weight: float = Field(
+        0.5, ge=0, le=1, description="How much of GFPGAN's face is blended in (0–1)."
+    )
+    background: Literal["keep", "restore", "replace"] = Field(
+        "keep", description="Background: keep it, restore (one light pass over everything) or replace it."
+    )
+    background_prompt: str = Field(
+        "", max_length=2000, description="The new background (background=replace without a picture)."
+    )
+    background_strength: float = Field(
+        0.35, ge=0.05, le=1, description="Denoising strength of the restore pass."
+    )
+    background_tile: int = Field(
+        768, ge=256, le=2048, description="Tile side of the background passes, px (multiple of 8)."
+    )
 
-    _sizes = field_validator("short_side")(_multiple_of_8)
+    _sizes = field_validator("short_side", "background_tile")(_multiple_of_8)
+
+    @field_validator("max_short_side")
+    @classmethod
+    def _max_side(cls, value: int | None) -> int | None:
+        return None if value is None else _multiple_of_8(value)
+
+    @field_validator("upscale")
+    @classmethod
+    def _upscale(cls, value: int) -> int:
+        if value not in (1, 2, 4):
+            raise ValueError("must be 1, 2 or 4 (the Real-ESRGAN networks are ×2 and ×4)")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
         if self.canny_low > self.canny_high:
             raise ValueError(f"canny_low ({self.canny_low}) must not exceed canny_high ({self.canny_high})")
+        if self.max_short_side is not None and self.max_short_side < self.short_side:
+            raise ValueError(
+                f"max_short_side ({self.max_short_side}) must not be below short_side ({self.short_side})"
+            )
+        if 2 * self.upscale_overlap >= self.upscale_tile:
+            raise ValueError(
+                f"upscale_overlap ({self.upscale_overlap}) must be under half of upscale_tile "
+                f"({self.upscale_tile})"
+            )
         return self
+
+
+class Text2PhotoConfig(_Settings):
+    """Text-to-photo's template step: SDXL draws a template from a prompt, then the portrait pipeline
+    (:class:`GenerateConfig`) paints the user in.
+
+    Defaults: 1024 × 1024, SDXL's native resolution (its UNet was trained at about one megapixel; far
+    smaller sizes come out blurred and badly composed); 30 steps of DPM++ 2M Karras (diffusers' SDXL
+    examples use 25–50; past ~30 the picture barely changes); guidance 7, as for SD1.5. ``pose_weight``
+    1.0 is the openpose ControlNet's nominal strength. ``scene_lora_weight`` 0.8 leaves the base model
+    some room (a style LoRA at 1.0 tends to override the prompt). Scene LoRAs are server files, chosen
+    by name from the operator's folder (a request never names a path).
+    """
+
+    prompt: str = Field(
+        "a portrait photo of a person, upper body, looking at the camera, natural light",
+        min_length=1,
+        max_length=2000,
+        description="What the template shows (the person is painted in afterwards).",
+    )
+    negative_prompt: str = Field(
+        "lowres, blurry, bad anatomy, deformed face, watermark, text, cartoon, painting",
+        max_length=2000,
+        description="What the template must not show.",
+    )
+    width: int = Field(1024, ge=64, le=2048, description="Template width, px (multiple of 8).")
+    height: int = Field(1024, ge=64, le=2048, description="Template height, px (multiple of 8).")
+    steps: int = Field(30, ge=1, le=200, description="SDXL sampling steps of the template.")
+    guidance_scale: float = Field(7.0, ge=0, le=30, description="Classifier-free guidance of the template.")
+    pose_weight: float = Field(1.0, ge=0, le=2, description="Weight of the pose image's openpose ControlNet.")
+    scene_lora: str | None = Field(None, max_length=500, description="Scene/style LoRA (SDXL) file, or none.")
+    scene_lora_weight: float = Field(0.8, ge=0, le=2, description="Weight of the scene LoRA.")
+    seed: int | None = Field(None, le=2**32 - 1, description="Template seed; unset or negative: random.")
+
+    _sizes = field_validator("width", "height")(_multiple_of_8)

@@ -84,28 +84,34 @@ def kohya_state_dict(
     Keys: ``lora_unet_<module>`` and ``lora_te_text_model_<module>`` (dots → underscores), each with
     ``.lora_down.weight`` (peft's A), ``.lora_up.weight`` (B) and ``.alpha``.
     """
-    out: dict[str, torch.Tensor] = {}
-    parts: list[tuple[str, torch.nn.Module]] = [("lora_unet_", unet)]
+    out = kohya_part("lora_unet_", unet, adapter_name)
     if text_encoder is not None and adapter_name in getattr(text_encoder, "peft_config", {}):
-        parts.append(("lora_te_", text_encoder))
-    for prefix, model in parts:
-        alpha = float(_adapter_config(model, adapter_name).lora_alpha)
-        rank_pattern = _adapter_config(model, adapter_name).rank_pattern or {}
-        alpha_pattern = _adapter_config(model, adapter_name).alpha_pattern or {}
-        if rank_pattern or alpha_pattern:
-            raise ValueError("per-module rank/alpha patterns are not supported in the kohya export")
-        for key, tensor in _peft_state(model, adapter_name).items():
-            module, _, kind = key.rpartition(".lora_")
-            if prefix == "lora_te_" and not module.startswith("text_model."):
-                module = "text_model." + module  # transformers ≥ 5.6 flattens CLIPTextModel
-            name = prefix + module.replace(".", "_")
-            if kind == "A.weight":
-                out[f"{name}.lora_down.weight"] = tensor.contiguous()
-                out[f"{name}.alpha"] = torch.tensor(alpha, dtype=tensor.dtype)
-            elif kind == "B.weight":
-                out[f"{name}.lora_up.weight"] = tensor.contiguous()
-            else:
-                raise ValueError(f"unexpected LoRA tensor {key!r} (only lora_A / lora_B are exported)")
+        out.update(kohya_part("lora_te_", text_encoder, adapter_name))
+    return out
+
+
+def kohya_part(prefix: str, model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """One model's adapter in kohya keys: ``<prefix><module, dots → underscores>.lora_down.weight``
+    (peft's A), ``.lora_up.weight`` (B) and ``.alpha``. Text encoders (``lora_te…`` prefixes) are named
+    from ``text_model.``, as kohya names them."""
+    out: dict[str, torch.Tensor] = {}
+    alpha = float(_adapter_config(model, adapter_name).lora_alpha)
+    rank_pattern = _adapter_config(model, adapter_name).rank_pattern or {}
+    alpha_pattern = _adapter_config(model, adapter_name).alpha_pattern or {}
+    if rank_pattern or alpha_pattern:
+        raise ValueError("per-module rank/alpha patterns are not supported in the kohya export")
+    for key, tensor in _peft_state(model, adapter_name).items():
+        module, _, kind = key.rpartition(".lora_")
+        if prefix.startswith("lora_te") and not module.startswith("text_model."):
+            module = "text_model." + module  # transformers ≥ 5.6 flattens CLIPTextModel
+        name = prefix + module.replace(".", "_")
+        if kind == "A.weight":
+            out[f"{name}.lora_down.weight"] = tensor.contiguous()
+            out[f"{name}.alpha"] = torch.tensor(alpha, dtype=tensor.dtype)
+        elif kind == "B.weight":
+            out[f"{name}.lora_up.weight"] = tensor.contiguous()
+        else:
+            raise ValueError(f"unexpected LoRA tensor {key!r} (only lora_A / lora_B are exported)")
     return out
 
 
@@ -161,6 +167,7 @@ __all__ = [
     "delete_adapters",
     "TEXT_ENCODER_TARGETS",
     "UNET_TARGETS",
+    "kohya_part",
     "kohya_state_dict",
     "lora_config",
     "save_lora_diffusers",

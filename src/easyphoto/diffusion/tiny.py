@@ -2,7 +2,9 @@
 
 :func:`build_tiny_model` writes a standard diffusers folder (``model_index.json``, ``unet/``, ``vae/``,
 ``text_encoder/``, ``tokenizer/``, ``scheduler/``) plus ``controlnet/{canny,openpose,color,tile}/`` and
-``ip_adapter/`` (:func:`write_ip_adapter`).
+``ip_adapter/`` (:func:`write_ip_adapter`), ``upscaler/{x2,x4}/`` (tiny Real-ESRGAN RRDBNets,
+:func:`easyphoto.diffusion.upscale.write_tiny_upscalers`) and ``face_restorer/`` (a tiny GFPGAN,
+:func:`easyphoto.diffusion.face_restore.write_tiny_face_restorer`).
 Everything is random: the pictures are noise, but every shape, every code path and every file format is
 the real one, so commands run end to end with ``--base-model DIR`` in about a second per image.
 """
@@ -290,6 +292,12 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, full_size: bool = Fa
         net.save_pretrained(out / "controlnet" / name, safe_serialization=True)
         del net
     write_ip_adapter(out / "ip_adapter", parts["unet"], seed=seed, full_size=full_size)
+    if not full_size:  # a full-size run uses the real Real-ESRGAN and GFPGAN files
+        from .face_restore import write_tiny_face_restorer
+        from .upscale import write_tiny_upscalers
+
+        write_tiny_upscalers(out / "upscaler", seed=seed)
+        write_tiny_face_restorer(out / "face_restorer", seed=seed)
     return out
 
 

@@ -225,18 +225,28 @@ class JobService:
         photos: Sequence[Upload] = (),
         ip_image: Upload | None = None,
         base_model: str | None = None,
+        background_image: Upload | None = None,
     ) -> Job:
         """Validate user ids (trained), settings and templates, store the templates, queue a generation.
 
         ``photos``: a person to paint without training, as the user ``"photo"`` (the default when no
         user id is given). ``ip_image``: the face the IP-Adapter sees instead of each user's own.
+        ``background_image``: the picture put behind the people (``background="replace"``).
         """
         from ..workflows import check_generation
 
         gcfg = effective_config("generate", generate)
         base = self.resolve_base_model(base_model)
         named = [PHOTO_USER] if photos else []
-        ids = check_generation(list(user_ids) or named, gcfg, self.home, photo_users=named)
+        if background_image is not None and gcfg.background != "replace":
+            gcfg = gcfg.replace(background="replace")  # a picture given is a picture to use
+        ids = check_generation(
+            list(user_ids) or named,
+            gcfg,
+            self.home,
+            photo_users=named,
+            background_picture=background_image is not None,
+        )
         uploads = list(templates)
         for name in library_templates:
             uploads.append(Upload(name=name, data=self.template_path(name).read_bytes()))
@@ -256,7 +266,49 @@ class JobService:
                 params["base_model"] = base
             if ip_image is not None:
                 params["ip_image"] = self._store_uploads(folder, [ip_image], "ip", "ip_image", 1, sub="ip")[0]
+            if background_image is not None:
+                params["background_image"] = self._store_uploads(
+                    folder, [background_image], "background", "background_image", 1, sub="background"
+                )[0]
             first = next((u for u in ids if u.lower() != "none" and u not in named), None)
+            return self.store.submit(job_id, "generate", params, user_id=first)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def submit_text2photo(
+        self,
+        user_ids: Sequence[str],
+        text2photo: dict[str, Any] | None = None,
+        generate: dict[str, Any] | None = None,
+        *,
+        pose: Upload | None = None,
+        pose_name: str | None = None,
+        notes: Sequence[str] = (),
+        base_model: str | None = None,
+    ) -> Job:
+        """Validate users (trained, SD1.5), both settings, the scene LoRA's name and the pose, then queue
+        a text-to-photo generation (a ``generate`` job whose params hold ``text2photo``)."""
+        from ..config import Text2PhotoConfig
+        from ..text_to_photo import check_text_to_photo, resolve_scene_lora, text2photo_presets
+
+        t2p = Text2PhotoConfig.from_layers(text2photo)
+        gcfg = effective_config("generate", generate)
+        base = self.resolve_base_model(base_model)
+        ids = check_text_to_photo(user_ids, gcfg, self.home)
+        resolve_scene_lora(t2p.scene_lora)
+        if pose_name and pose_name not in text2photo_presets()["poses"]:
+            known = ", ".join(text2photo_presets()["poses"])
+            raise ConfigError(f"pose {pose_name!r} is not a shipped pose; known: {known}")
+        job_id, folder = self.store.new_job_dir()
+        try:
+            params: dict[str, Any] = {"user_ids": ids, "templates": [], "generate": gcfg.to_dict()}
+            params.update(text2photo=t2p.to_dict(), notes=list(notes), pose_name=pose_name)
+            if pose is not None:
+                params["pose"] = self._store_uploads(folder, [pose], "pose", "pose", 1, sub="pose")[0]
+            if base:
+                params["base_model"] = base
+            first = next((u for u in ids if u.lower() != "none"), None)
             return self.store.submit(job_id, "generate", params, user_id=first)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -282,6 +282,8 @@ class Worker:
         from ..workflows import generate_batch
 
         params = job.params
+        if params.get("text2photo") is not None:
+            return _run_text2photo(self, job, folder)
         ids = list(params["user_ids"])
         files = folder / "files"
         templates = params["templates"]
@@ -309,6 +311,11 @@ class Worker:
             should_stop=lambda: self.should_stop(job.id),
             photos=[folder / "inputs" / p["file"] for p in params.get("photos", [])] or None,
             ip_image=folder / "inputs" / params["ip_image"]["file"] if params.get("ip_image") else None,
+            background_image=(
+                folder / "inputs" / params["background_image"]["file"]
+                if params.get("background_image")
+                else None
+            ),
         )
         photo_users = {PHOTO_USER} if params.get("photos") else set()
         for uid in dict.fromkeys(u for u in ids if u.lower() != "none" and u not in photo_users):
@@ -320,12 +327,56 @@ class Worker:
         return {"images": images, "errors": batch.errors, "user_ids": ids}
 
 
+def _run_text2photo(worker: Any, job: Job, folder: Path) -> dict[str, Any]:
+    """A text-to-photo job: SDXL draws the template, the portrait pipeline paints the users in
+    (:func:`easyphoto.text_to_photo.text_to_photo_files`); the SDXL model stays loaded across jobs."""
+    from ..config import GenerateConfig, Text2PhotoConfig
+    from ..text_to_photo import resolve_scene_lora, template_maker, text_to_photo_files
+
+    params, files = job.params, folder / "files"
+    if getattr(worker, "_maker", None) is None:
+        worker._maker = template_maker(model_config=worker.cache.config)
+    t2p = Text2PhotoConfig.from_layers(params["text2photo"])
+    pose = folder / "inputs" / params["pose"]["file"] if params.get("pose") else params.get("pose_name")
+    tracker = GenerateProgress(1)
+
+    def on_event(event: dict[str, Any]) -> None:
+        progress = tracker.update(event)
+        if event.get("type") != "step":
+            worker.store.add_event(job.id, event, progress)
+        elif progress is not None:
+            worker.store.set_progress(job.id, progress)
+
+    batch = text_to_photo_files(
+        params["user_ids"], t2p, GenerateConfig.from_layers(params.get("generate")), files,
+        file_name="portrait_00_text2photo.png", pose=pose, scene_lora=resolve_scene_lora(t2p.scene_lora),
+        generator=worker.generator, maker=worker._maker, home=worker.home, on_event=on_event,
+    )  # fmt: skip
+    for uid in dict.fromkeys(u for u in params["user_ids"] if u.lower() != "none"):
+        face = user_dir(uid, worker.home) / FACE_ID_FILE
+        if face.is_file():
+            copy_atomic(face, files / f"face_id_{uid}.png")
+    worker.store.add_event(job.id, {"type": "done"}, {"stage": "done", "fraction": 1.0})
+    images = [
+        {k: v for k, v in img.items() if k not in ("path", "template_path")}
+        | {"template_file": Path(img["template_path"]).name}
+        for img in batch.images
+    ]
+    return {"images": images, "errors": [], "user_ids": list(params["user_ids"])}
+
+
 class GenerateProgress:
     """A generation's progress from its events: template i/n, face j/m, pass, step k/N and a fraction
     (each template an equal share; within a face the first pass ~75%, the second ~25%, as their
     default step counts 50 × 0.45 and 20 × 0.35 × 1.5² area go). Step updates at most every 0.25 s."""
 
-    PASS_SHARE = {"first": (0.0, 0.75), "second": (0.75, 0.25)}
+    #: (start, share) of a face's progress; the background and upscale passes come after the faces.
+    PASS_SHARE = {
+        "first": (0.0, 0.75),
+        "second": (0.75, 0.25),
+        "background": (1.0, 0.0),
+        "upscale": (1.0, 0.0),
+    }
 
     def __init__(self, templates: int, min_interval_s: float = 0.25) -> None:
         self.state: dict[str, Any] = {"stage": "generate", "templates": templates, "template": 1}

@@ -40,6 +40,7 @@ from .compat_fields import (
     EasyPhotoTrainRequest,
     infer_settings,
     infer_templates,
+    text2photo_settings,
     train_settings,
     without_user_lora,
 )
@@ -418,6 +419,9 @@ def submit_infer_body(service: JobService, buf: bytearray) -> tuple[Any, list[st
             ip_image = _images(body, [("ipa_image", req.ipa_image)], 1, "ipa_image", most)[0]
         del body
     base = checkpoint_by_name(service, req.sd_model_checkpoint, notes)
+    if req.tabs == 3:
+        t2p = text2photo_settings(req)
+        return service.submit_text2photo(ids, t2p, gen, notes=notes, base_model=base), notes
     job = service.submit_generate(
         ids, uploads, (), gen, notes=notes, photos=photos, ip_image=ip_image, base_model=base
     )

@@ -50,7 +50,9 @@ class EasyPhotoInferRequest(BaseModel):
     """Body of EasyPhoto's ``/easyphoto/easyphoto_infer_forward`` (``api_test/post_infer.py``).
 
     ``tabs``: 0 = ``selected_template_images``, 1 = ``init_image`` (default), 2 =
-    ``uploaded_template_images``. Unknown fields are accepted and reported back in ``message``.
+    ``uploaded_template_images``, 3 = text-to-photo (SDXL draws the template from
+    ``sd_xl_input_prompt`` at ``sd_xl_resolution``). Unknown fields are accepted and reported back in
+    ``message``.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -91,6 +93,10 @@ class EasyPhotoInferRequest(BaseModel):
     ipa_only_image: str | None = None
     makeup_transfer: bool | None = None
     face_shape_match: bool | None = None
+    sd_xl_input_prompt: str | None = Field(None, description="tabs=3: what the SDXL template shows.")
+    sd_xl_resolution: str | list[int] | None = Field(
+        None, description="tabs=3: template size, '(width, height)' as EasyPhoto sends it."
+    )
 
 
 #: EasyPhoto training fields → our TrainConfig fields.
@@ -128,9 +134,7 @@ _TRAIN_IGNORED = {
     "args": None,
 }
 _INFER_FLAGS_NOT_IMPLEMENTED = (
-    "super_resolution",
     "skin_retouching_bool",
-    "background_restore",
     "lcm_accelerate",
     "makeup_transfer",
     "face_shape_match",
@@ -162,6 +166,8 @@ def train_settings(body: EasyPhotoTrainRequest) -> tuple[dict[str, Any], dict[st
 
 def infer_templates(body: EasyPhotoInferRequest) -> list[tuple[str, str]]:
     """``(label, base64)`` of the templates the request's ``tabs`` selects."""
+    if body.tabs == 3:
+        return []  # text-to-photo: SDXL draws the template (text2photo_settings)
     if body.tabs == 1:
         if not body.init_image:
             raise ConfigError("init_image is required with tabs=1 (an uploaded template)")
@@ -170,7 +176,9 @@ def infer_templates(body: EasyPhotoInferRequest) -> list[tuple[str, str]]:
         field = "selected_template_images" if body.tabs == 0 else "uploaded_template_images"
         raw = [(f"{field}[{i}]", v) for i, v in enumerate(getattr(body, field) or [])]
     else:
-        raise ConfigError(f"tabs={body.tabs} is not implemented (0: template gallery, 1: upload, 2: batch)")
+        raise ConfigError(
+            f"tabs={body.tabs} is not implemented (0: gallery, 1: upload, 2: batch, 3: text-to-photo)"
+        )
     if not raw:
         raise ConfigError(f"no template images given for tabs={body.tabs}")
     return raw
@@ -179,6 +187,10 @@ def infer_templates(body: EasyPhotoInferRequest) -> list[tuple[str, str]]:
 #: EasyPhoto's default IP-Adapter weights: on top of a user LoRA, and without one (``scripts/api.py``).
 EASYPHOTO_IPA_WEIGHT = 0.5
 EASYPHOTO_IPA_ONLY_WEIGHT = 0.6
+#: ``super_resolution: true`` → ``upscale`` 2: EasyPhoto's portrait enhancement (ModelScope's
+#: ``damo/cv_gpen_image-portrait-enhancement``) restores faces with GPEN and enlarges the rest ×2 with
+#: RealESRNet. We enlarge the whole portrait ×2 with Real-ESRGAN x2plus; face restoration is not done.
+EASYPHOTO_SUPER_RESOLUTION_SCALE = 2
 #: EasyPhoto's user id of the face-from-a-photo mode.
 IPA_ONLY_USER = "ipa_control_only"
 
@@ -189,6 +201,29 @@ def without_user_lora(body: EasyPhotoInferRequest) -> bool:
     return body.ref_mode_choose == "Infer without User Lora" or IPA_ONLY_USER in ids
 
 
+#: EasyPhoto's tabs=3 defaults (``scripts/api.py``): its prompt, and 1024 × 1024.
+EASYPHOTO_SDXL_PROMPT = (
+    "upper-body, look at viewer, one twenty years old girl, standing, in the garden, daytime"
+)
+
+
+def text2photo_settings(body: EasyPhotoInferRequest) -> dict[str, Any]:
+    """tabs=3's fields as :class:`~easyphoto.config.Text2PhotoConfig` settings: ``sd_xl_input_prompt``
+    (EasyPhoto's default prompt when absent), ``sd_xl_resolution`` ``"(W, H)"`` or ``[W, H]``, ``seed``."""
+    out: dict[str, Any] = {"prompt": body.sd_xl_input_prompt or EASYPHOTO_SDXL_PROMPT}
+    size = body.sd_xl_resolution
+    if size is not None:
+        import re
+
+        nums = [int(n) for n in re.findall(r"\d+", size)] if isinstance(size, str) else list(size)
+        if len(nums) != 2:
+            raise ConfigError(f"sd_xl_resolution {size!r}: expected '(width, height)', e.g. '(1024, 1024)'")
+        out["width"], out["height"] = nums
+    if body.seed is not None and body.seed >= 0:
+        out["seed"] = body.seed
+    return out
+
+
 def infer_settings(body: EasyPhotoInferRequest, default_prompt: str) -> tuple[dict[str, Any], list[str]]:
     """EasyPhoto's inference fields as our generation settings, and notes on what is ignored."""
     given = body.model_dump(exclude_none=True)
@@ -197,6 +232,12 @@ def infer_settings(body: EasyPhotoInferRequest, default_prompt: str) -> tuple[di
         gen["seed"] = given["seed"] if given["seed"] >= 0 else None
     if body.additional_prompt:
         gen["prompt"] = default_prompt + ", " + body.additional_prompt
+    if body.super_resolution:
+        gen["upscale"] = EASYPHOTO_SUPER_RESOLUTION_SCALE
+    if body.background_restore:  # EasyPhoto's strength field (default 0.35, as ours)
+        gen["background"] = "restore"
+        if body.background_restore_denoising_strength is not None:
+            gen["background_strength"] = body.background_restore_denoising_strength
     if body.ipa_control:
         gen["ip_adapter_scale"] = given.get("ipa_weight", EASYPHOTO_IPA_WEIGHT)
     if without_user_lora(body):

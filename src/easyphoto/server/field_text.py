@@ -100,6 +100,27 @@ FIELDS: dict[str, tuple[str, str, str]] = {
         "IP-Adapter 人脸权重",
         "IP-Adapter 人脸权重；留空：有 LoRA 时为 0，无 LoRA 时为 0.7。",
     ),
+    "max_short_side": (
+        "Largest face crop",
+        "最大人脸裁剪",
+        "人脸裁剪短边的上限（像素）：不超过它的裁剪保留模板原有像素；"
+        "留空：CUDA 上为短边的 2 倍（1024），其他设备为短边。",
+    ),
+    "face_upscale": (
+        "Face super-resolution",
+        "人脸超分辨率",
+        "以低于模板尺寸处理的人脸裁剪用 Real-ESRGAN（而非双三次插值）放大回模板尺寸；"
+        "auto：CUDA 上且模型已在本机时开启。",
+    ),
+    "upscale": ("Super-resolution", "超分辨率", "成品放大倍数：1（关闭）、2 或 4（Real-ESRGAN）。"),
+    "upscale_tile": ("Super-resolution tile", "超分分块", "超分辨率的分块边长（像素），限制内存。"),
+    "upscale_overlap": ("Tile overlap", "分块重叠", "每个分块越过边缘看到的像素数，用于无缝拼接。"),
+    "face_restore": ("Face restoration (GFPGAN)", "人脸修复（GFPGAN）", "超分之后用 GFPGAN 修复生成的人脸。"),
+    "face_restore_weight": ("Face restoration weight", "人脸修复权重", "混入 GFPGAN 修复结果的比例（0–1）。"),
+    "background": ("Background", "背景", "保留背景；修复（整张图轻度重绘一遍，统一光线）；或替换背景。"),
+    "background_prompt": ("New background", "新背景", "替换背景时要画的新背景（没有上传背景图时）。"),
+    "background_strength": ("Background restore strength", "背景修复强度", "背景修复的重绘强度。"),
+    "background_tile": ("Background tile", "背景分块", "背景重绘的分块边长（像素，8 的倍数）。"),
 }
 
 

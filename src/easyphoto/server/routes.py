@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from .. import __version__
-from ..config import GenerateConfig, PrepareConfig, ServerSettings, TrainConfig
+from ..config import GenerateConfig, PrepareConfig, ServerSettings, Text2PhotoConfig, TrainConfig
 from ..errors import ConfigError
 from ..jobs import JobService, Limits, Upload, UploadTooLargeError
 from .errors import public_message, public_params
@@ -45,6 +45,7 @@ TRAIN_OPTIONS = _options_schema(
     TrainConfig, {"prepare": {**PrepareConfig.model_json_schema(), "description": "Preparation settings."}}
 )
 GENERATE_OPTIONS = _options_schema(GenerateConfig)
+TEXT2PHOTO_OPTIONS = _options_schema(Text2PhotoConfig)
 
 
 def job_urls(view: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +65,8 @@ def job_urls(view: dict[str, Any]) -> dict[str, Any]:
         result["error"] = public_params(result["error"])
     for img in result.get("images", []) or []:
         img["url"] = url(img.get("file"))
+        if img.get("template_file"):  # text-to-photo: the SDXL template beside the portrait
+            img["template_url"] = url(img["template_file"])
     for v in result.get("validations", []) or []:
         v["urls"] = [url(n) for n in v.get("images", [])]
     for key in ("contact_sheet", "face_id"):
@@ -123,6 +126,7 @@ def build_router(service: JobService, settings: ServerSettings, supervisor: Any 
     router = APIRouter()
     _server_routes(router, service, supervisor)
     _submit_routes(router, service)
+    _text2photo_routes(router, service)
     _job_routes(router, service)
     _user_routes(router, service)
     return router
@@ -192,6 +196,9 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         template_names: list[str] | None = Form(
             None, description="Templates from the server's templates folder."
         ),
+        background_image: UploadFile | None = File(
+            None, description='A picture to put behind the people (sets "background": "replace").'
+        ),
         options: str | None = Form(
             None,
             description='JSON object of generation settings, e.g. {"seed": 1}.',
@@ -204,6 +211,9 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         uploads = await read_uploads(templates, limits, "template")
         people = await read_uploads(photos, limits, "photo") if photos else []
         ip = (await read_uploads([ip_image], limits, "ip_image"))[0] if ip_image is not None else None
+        behind = None
+        if background_image is not None:
+            behind = (await read_uploads([background_image], limits, "background_image"))[0]
         job = await run_in_threadpool(
             lambda: service.submit_generate(
                 ids,
@@ -213,9 +223,55 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
                 photos=people,
                 ip_image=ip,
                 base_model=base_model,
+                background_image=behind,
             )
         )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
+
+
+def _text2photo_routes(router: APIRouter, service: JobService) -> None:
+    limits = service.limits
+
+    @router.post("/v1/text2photo", status_code=202, response_model=JobAccepted, tags=["generation"])
+    async def text2photo(
+        user_ids: list[str] = Form(..., description="User id per template face, left to right."),
+        prompt: str | None = Form(None, description="What the template shows (SDXL draws it)."),
+        pose: UploadFile | None = File(None, description="An OpenPose image the template follows."),
+        pose_name: str | None = Form(
+            None, description="A shipped pose instead (GET /v1/text2photo/presets)."
+        ),
+        base_model: str | None = Form(None, description=BASE_MODEL_HELP),
+        options: str | None = Form(
+            None,
+            description='JSON object of template settings, e.g. {"width": 768}.',
+            json_schema_extra=TEXT2PHOTO_OPTIONS,
+        ),
+        generate_options: str | None = Form(
+            None, description="JSON object of the portrait's settings.", json_schema_extra=GENERATE_OPTIONS
+        ),
+    ) -> JobAccepted:
+        """Queue a text-to-photo generation: SDXL draws a template from the prompt (held to a pose when
+        given), then the users are painted in; the result lists the portrait and its template."""
+        ids = [u.strip() for item in user_ids for u in item.split(",") if u.strip()]
+        t2p = parse_options(options) | ({"prompt": prompt} if prompt is not None else {})
+        gen = parse_options(generate_options)
+        up = (await read_uploads([pose], limits, "pose"))[0] if pose is not None else None
+        job = await run_in_threadpool(
+            lambda: service.submit_text2photo(
+                ids, t2p, gen, pose=up, pose_name=pose_name, base_model=base_model
+            )
+        )
+        return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
+
+    @router.get("/v1/text2photo/presets", tags=["generation"])
+    def text2photo_presets() -> dict[str, Any]:
+        """The shipped prompts (by name) and pose names, and this server's scene LoRAs."""
+        from ..text_to_photo import scene_loras_dir, text2photo_presets
+
+        folder = scene_loras_dir()
+        loras = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+        data = text2photo_presets()
+        return {"prompts": data["prompts"], "poses": sorted(data["poses"]), "scene_loras": loras}
 
 
 def _job_routes(router: APIRouter, service: JobService) -> None:

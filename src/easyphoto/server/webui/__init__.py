@@ -1,6 +1,8 @@
-"""The web UI (Gradio): Train, Generate and Models tabs over :class:`easyphoto.jobs.JobService`.
+"""The web UI (Gradio): Train, Generate, Text-to-photo, Models and Jobs tabs over
+:class:`easyphoto.jobs.JobService`.
 
-One module per tab (:mod:`.train_tab`, :mod:`.generate_tab`, :mod:`.models_tab`); :mod:`.common` builds
+One module per tab (:mod:`.train_tab`, :mod:`.generate_tab`, :mod:`.text2photo_tab`, :mod:`.models_tab`,
+:mod:`.jobs_tab`); :mod:`.common` builds
 the settings inputs from the schema. Nothing here trains or generates: buttons submit jobs, a timer
 polls the job and shows its progress, log, contact sheet, validation images and results. Bad input
 (no face, unreadable photo, unknown user) shows as a readable message, never as a stack trace.
@@ -37,6 +39,7 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
     from .generate_tab import GenerateTab
     from .jobs_tab import JobsTab
     from .models_tab import ModelsTab
+    from .text2photo_tab import Text2PhotoTab
     from .train_tab import TrainTab
 
     i18n = gr.I18n(**TRANSLATIONS) if lang not in TRANSLATIONS else None
@@ -55,6 +58,9 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
             with gr.Tab(label("tab.generate"), id="generate", elem_id="tab-generate") as gen_tab:
                 generate = GenerateTab(gr, service, lang, label)
                 users, gen_job, gen_timer = generate.layout()
+            with gr.Tab(label("tab.text2photo"), id="text2photo", elem_id="tab-text2photo") as t2p_tab:
+                text2photo = Text2PhotoTab(gr, service, lang, label)
+                t2p_users, _, _ = text2photo.layout()
             with gr.Tab(label("tab.models"), id="models", elem_id="tab-models") as models_tab:
                 models = ModelsTab(gr, service, lang, label)
                 table, pick = models.layout()
@@ -68,6 +74,7 @@ def build_ui(service: JobService, lang: str = "auto") -> tuple[Any, Any]:
         demo.load(generate.attach, None, [gen_job, gen_timer], api_visibility=API)
         # lists refresh themselves when their tab is opened (after a training, a delete…)
         gen_tab.select(generate.refresh_users, None, [users], api_visibility=API)
+        t2p_tab.select(text2photo.refresh_users, None, [t2p_users], api_visibility=API)
         models_tab.select(models.table, None, [table, pick], api_visibility=API)
         jobs_tab.select(jobs.table, None, [jobs_table], api_visibility=API)
     return demo, i18n

@@ -61,6 +61,7 @@ class GenerateTab(Tab):
         files: list[str] | None,
         library: list[str] | None,
         base: str | None,
+        backdrop: str | None,
         n_faces: int,
         *values: Any,
     ):
@@ -78,9 +79,10 @@ class GenerateTab(Tab):
             uploads = [Upload(Path(f).name, Path(f).read_bytes()) for f in files or []]
             photos = [Upload(Path(f).name, Path(f).read_bytes()) for f in person or []]
             settings = form_values(GenerateConfig, GENERATE_FIELDS, values)
+            behind = Upload(Path(backdrop).name, Path(backdrop).read_bytes()) if backdrop else None
             job = self.service.submit_generate(
                 list(users or []), uploads, list(library or []), settings, photos=photos,
-                base_model=base or None,
+                base_model=base or None, background_image=behind,
             )  # fmt: skip
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 6)
@@ -232,6 +234,10 @@ class GenerateTab(Tab):
                         value=bases[0],
                         elem_id="gen-base",
                     )
+                    backdrop = gr.File(
+                        label=L("gen.background_image"), file_types=["image"], type="filepath",
+                        elem_id="gen-background", height=90,
+                    )  # fmt: skip
                     inputs = settings_grid(gr, GenerateConfig, GENERATE_FIELDS, gdef, L)
             with gr.Column(scale=1):
                 results = gr.Gallery(label=L("gen.results"), columns=2, height="auto", elem_id="gen-results")
@@ -240,10 +246,8 @@ class GenerateTab(Tab):
         library_refresh.click(self.refresh_templates, None, [library, gallery], api_visibility=API)
         gallery.select(self.choose_template, [library], [library], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
-        start.click(
-            self.start, [users, person, templates, library, base, n_faces, *pickers, *inputs], outputs,
-            api_visibility=API,
-        )  # fmt: skip
+        asked = [users, person, templates, library, base, backdrop, n_faces, *pickers, *inputs]
+        start.click(self.start, asked, outputs, api_visibility=API)
         shown = [n_faces, picker, face_crops, *pickers]
         for source in (templates, library, users, person):
             source.change(self.pick_faces, [templates, library, users, person], shown, api_visibility=API)

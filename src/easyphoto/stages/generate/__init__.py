@@ -3,8 +3,10 @@
 For each template face (left to right, mapped to the user ids in order; ``"none"`` skips a face), the
 named steps of :meth:`PortraitGenerator.face`:
 
-1. **crop** a region around the face (``crop_ratio`` face sizes, clipped to the photo), short side
-   ``short_side`` px, both sides multiples of 8 (:mod:`.regions`). The rest of the photo is never touched.
+1. **crop** a region around the face (``crop_ratio`` face sizes, clipped to the photo), both sides
+   multiples of 8 (:mod:`.regions`): at the template's own pixels when its short side lies between
+   ``short_side`` and ``max_short_side`` (:mod:`.resolution`), else resized to the nearer of the two.
+   The rest of the photo is never touched.
 2. **fuse** the user's reference face onto it (classical warp + colour + blend, ``before_fusion_ratio``)
    and draw the first pass's control images (:mod:`.controls`: canny and colour of the fused crop,
    openpose of the user's landmarks placed on the template face).
@@ -12,9 +14,12 @@ named steps of :meth:`PortraitGenerator.face`:
    (:func:`easyphoto.diffusion.inpaint.controlnet_inpaint`); outside the mask the input is kept;
    Reinhard colour transfer toward the template face (``color_shift_middle``).
 4. **second pass**: fuse again (``after_fusion_ratio``), refine at ``second_scale`` × with canny + tile
-   inside a ring along the face edge plus the eyes and mouth.
-5. **paste back** colour-matched (``color_shift_last``) with a feathered mask, and **score** the new face
+   inside a ring along the face edge plus the eyes and mouth (only those pixels come back).
+5. **paste back** colour-matched (``color_shift_last``) with a feathered mask — a crop worked below the
+   template's size enlarged by Real-ESRGAN where ``face_upscale`` allows — and **score** the new face
    against the user's identity (calibrated similarity).
+
+Then the whole portrait is enlarged ``upscale`` × by Real-ESRGAN, in tiles (:mod:`.resolution`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from ...config import TRIGGER_CAPTION, GenerateConfig, ModelConfig, easyphoto_ho
 from ...errors import ConfigError, NoFaceError
 from ...imageio import ImageSource, load_image
 from ...users import IP_EMBEDS_FILE, PHOTO_USER, UserModel, lora_mtime
+from .background import background_step, check_background, default_segmenter
 from .controls import CONTROLS, ControlInputs, check_controlnets, control_images
 from .portrait import FaceScore, Portrait, read_png_params
 from .regions import FaceCrop, crop_face_region, inpaint_mask, refine_mask, reinhard_face, round8
+from .resolution import enlarge_face, max_crop_side, merge_refined, paste_resize, upscale_portrait
+from .restore import restore_step
 
 log = logging.getLogger("easyphoto.generate")
 
@@ -125,6 +133,33 @@ class PortraitGenerator:
         self.photo_users: dict[str, PortraitUser] = {}
         #: The IP-Adapter's reference face for every user instead of their own (:meth:`set_ip_image`).
         self.ip_reference: PortraitUser | None = None
+        self._upscalers: Any = None
+        self._segmenter: Any = None
+        self._restorer: Any = None
+
+    @property
+    def upscalers(self) -> Any:
+        """The super-resolution networks (:class:`~easyphoto.diffusion.upscale.Upscalers`), loaded on
+        first use on the cache's device."""
+        if self._upscalers is None:
+            from ...diffusion.upscale import Upscalers
+
+            self._upscalers = Upscalers(self.cache.config, self.cache.device, self.cache.dtype)
+        return self._upscalers
+
+    def face_restorer(self) -> Any:
+        """GFPGAN (``ModelConfig.face_restorer``) on the cache's device, loaded on first use and kept."""
+        if self._restorer is None:
+            from ...diffusion.face_restore import load_face_restorer
+
+            self._restorer = load_face_restorer(self.cache.config).to(self.cache.device)
+        return self._restorer
+
+    def person_segmenter(self) -> Any:
+        """The person segmenter of background replacement, loaded on first use and kept."""
+        if self._segmenter is None:
+            self._segmenter = default_segmenter()
+        return self._segmenter
 
     def set_ip_image(self, image: ImageSource | None) -> None:
         """Condition the IP-Adapter on the largest face of ``image`` for every user (EasyPhoto's
@@ -211,7 +246,8 @@ class PortraitGenerator:
         """
         keep = keep if keep is not None else {}
         clock = _Clock(timings)
-        crop = crop_face_region(template, face, cfg.crop_ratio, cfg.short_side)
+        limit = max_crop_side(cfg, self.cache.device)
+        crop = crop_face_region(template, face, cfg.crop_ratio, cfg.short_side, limit)
         mask1 = inpaint_mask(crop.face.landmarks, crop.image.shape, cfg.mask_grow)
         clock.tick("analysis")
         if user.lora is not None:
@@ -225,6 +261,7 @@ class PortraitGenerator:
         refined = self._second_pass(crop, first, user, cfg, seed + 1, clock, keep, ip)
         if cfg.color_shift_last:
             refined = reinhard_face(refined, crop.image, mask1)
+        refined = enlarge_face(self.upscalers, refined, crop, cfg, self.cache.device, clock)
         out = _paste_back(template, crop, refined, mask1, face, cfg)
         clock.tick("paste_back")
         x0, y0, x1, y1 = crop.box
@@ -316,7 +353,7 @@ class PortraitGenerator:
         second, _ = self._diffuse(
             cfg.second_controlnets, ControlInputs(big, pose), mask2, cfg, True, seed, clock, ip
         )
-        refined = cv2.resize(second, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W2, H2) else second
+        refined = merge_refined(again, second, mask2)
         clock.tick("second_diffusion")
         keep["second"] = refined
         return refined
@@ -338,14 +375,19 @@ class PortraitGenerator:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         template_name: str | None = None,
         keep_intermediates: bool = False,
+        background_image: np.ndarray | None = None,
     ) -> Portrait:
-        """One portrait from one template (see :func:`generate`)."""
+        """One portrait from one template (see :func:`generate`); ``background_image``: the picture
+        put behind the people with ``background="replace"`` (else ``background_prompt`` is painted)."""
         cfg = config or GenerateConfig()
         check_controlnets(cfg)
+        check_background(cfg, background_image is not None)
         if not user_ids:
             raise ConfigError("give at least one user id")
         label = template_name or (str(template) if isinstance(template, (str, Path)) else "template")
         self.cache.set_fast(cfg.fast)  # before any work: a missing LCM-LoRA is a config error
+        if cfg.upscale > 1:
+            self.upscalers.get(cfg.upscale)  # a missing or broken upscaler too
         t_all = time.perf_counter()
         timings: dict[str, float] = {}
         image = template if isinstance(template, np.ndarray) else load_image(template, name=template_name)
@@ -377,11 +419,28 @@ class PortraitGenerator:
                 intermediates.update({f"face{i}_{k}": v for k, v in stages.items()})
             box = tuple(round(float(v), 1) for v in face.box)
             scores.append(FaceScore(i, uid, round(float(score), 4), box))
+        t0 = time.perf_counter()
+        made = [f for f, uid in zip(faces, ids, strict=False) if uid.lower() != SKIP]
+        out, backdrop = background_step(
+            self.cache, out, faces, made, cfg, seed, picture=background_image,
+            segmenter=self.person_segmenter, on_event=on_event,
+        )  # fmt: skip
+        if backdrop:
+            timings["background"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out, upscaled = upscale_portrait(self.upscalers, out, cfg, on_event)
+        if upscaled:
+            timings["upscale"] = time.perf_counter() - t0
+            scores = [s.scaled(cfg.upscale) for s in scores]
+        t0 = time.perf_counter()
+        out, restored = restore_step(self.face_restorer, out, made, cfg, cfg.upscale, self.cache.device)
+        if restored:
+            timings["face_restore"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_all
         return Portrait(
             array=out,
             scores=scores,
-            params=self._params(label, ids, seed, users, cfg),
+            params=self._params(label, ids, seed, users, cfg) | upscaled | backdrop | restored,
             timings={k: round(v, 3) for k, v in timings.items()},
             intermediates=intermediates,
         )
@@ -440,7 +499,7 @@ def _paste_back(
 
     x0, y0, x1, y1 = crop.box
     size = (x1 - x0, y1 - y0)
-    region = cv2.resize(refined, size, interpolation=cv2.INTER_AREA)
+    region = paste_resize(refined, size)
     hard = cv2.resize(
         grow_mask(mask, cfg.paste_grow * crop.face.width), size, interpolation=cv2.INTER_NEAREST
     )

@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ...config import TRIGGER_CAPTION
+from ...errors import ConfigError
 from ...face.masks import face_hull_mask, feather, grow_mask
 from .regions import round8
 
@@ -183,8 +185,80 @@ def restore_background(
     return np.clip(image * keep + restored * (1.0 - keep) + 0.5, 0, 255).astype(np.uint8)
 
 
+# ---------------------------------------------------------------------------------- the pipeline step
+def check_background(cfg: Any, has_picture: bool) -> None:
+    """Refuse, before any work, a replacement with nothing to put behind the person."""
+    if cfg.background == "replace" and not has_picture and not cfg.background_prompt.strip():
+        raise ConfigError("background=replace needs background_prompt or a background picture")
+
+
+def background_step(
+    cache: Any,
+    image: np.ndarray,
+    faces: Sequence[Any],
+    made: Sequence[Any],
+    cfg: Any,
+    seed: int,
+    *,
+    picture: np.ndarray | None = None,
+    segmenter: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The finished portrait's background as ``cfg.background`` says, and what to record of it.
+
+    ``faces``: every face of the template (all stay in front of a new background); ``made``: the ones
+    repainted (given back after a restore). ``segmenter()`` returns the person segmenter (loaded on
+    first use). The user LoRA is switched off for these passes: they paint no face.
+    """
+    if cfg.background == "keep":
+        return image, {}
+    if on_event:
+        on_event({"type": "background", "mode": cfg.background})
+    on_step = (
+        (lambda k, n: on_event({"type": "step", "pass": "background", "step": k, "steps": n}))
+        if on_event
+        else None
+    )
+    cache.set_lora(None)
+    common = dict(
+        negative_prompt=cfg.negative_prompt, steps=cfg.second_steps, guidance_scale=cfg.guidance_scale,
+        seed=seed + 7919, canny=(cfg.canny_low, cfg.canny_high), on_step=on_step,
+    )  # fmt: skip
+    if cfg.background == "restore":
+        masks = [face_hull_mask(f.landmarks, image.shape) for f in made]
+        overlap = max(32, cfg.background_tile // 8)
+        prompt = cfg.prompt.replace(TRIGGER_CAPTION, "").strip(" ,")  # no user identity to call up
+        out = restore_background(
+            cache, image, masks, strength=cfg.background_strength, prompt=prompt,
+            tile=cfg.background_tile, overlap=overlap, **common,
+        )  # fmt: skip
+        return out, {"background": "restore", "background_strength": cfg.background_strength}
+    alpha = person_alpha(image, faces, (segmenter or default_segmenter)())
+    if picture is not None:
+        behind = cover(picture, (image.shape[1], image.shape[0]))
+    else:
+        behind = paint_background(
+            cache, image, alpha, prompt=cfg.background_prompt, work_side=cfg.background_tile, **common
+        )
+    done = {
+        "background": "replace",
+        "background_prompt": None if picture is not None else cfg.background_prompt,
+    }
+    return composite(image, alpha, behind), done
+
+
+def default_segmenter() -> Callable[[np.ndarray], np.ndarray]:
+    """The bundled person segmenter (a new one; :class:`PortraitGenerator` keeps its own)."""
+    from ...face.person import PersonSegmenter
+
+    return PersonSegmenter()
+
+
 __all__ = [
     "BACKGROUNDS",
+    "background_step",
+    "check_background",
+    "default_segmenter",
     "composite",
     "cover",
     "paint_background",

@@ -52,7 +52,10 @@ def _openpose(x: ControlInputs, cfg: GenerateConfig) -> np.ndarray:
 def _color(x: ControlInputs, cfg: GenerateConfig) -> np.ndarray:
     from ...diffusion.controls import color_image
 
-    return color_image(x.image, cfg.color_cell)
+    # The cell is sized for a short_side crop: a crop worked at its own larger size gets larger cells,
+    # so the colour net sees the same coarse layout.
+    scale = max(1.0, min(x.image.shape[:2]) / cfg.short_side)
+    return color_image(x.image, max(1, round(cfg.color_cell * scale)))
 
 
 def _tile(x: ControlInputs, cfg: GenerateConfig) -> np.ndarray:

@@ -20,7 +20,12 @@ class FaceScore:
     face_index: int
     user_id: str
     similarity: float
-    box: tuple[float, float, float, float]
+    box: tuple[float, float, float, float]  # in the portrait's pixels
+
+    def scaled(self, factor: float) -> FaceScore:
+        """The same score with its box in a portrait enlarged ``factor`` ×."""
+        box = tuple(round(v * factor, 1) for v in self.box)
+        return FaceScore(self.face_index, self.user_id, self.similarity, box)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -23,8 +23,16 @@ class FaceCrop:
     scale: tuple[float, float]  # crop px per template px (x, y)
 
 
-def crop_face_region(template: np.ndarray, face: Any, ratio: float, short_side: int) -> FaceCrop:
-    """Cut ``ratio`` face sizes around ``face`` (clipped to the photo), short side → ``short_side``."""
+def crop_face_region(
+    template: np.ndarray, face: Any, ratio: float, short_side: int, max_short_side: int | None = None
+) -> FaceCrop:
+    """Cut ``ratio`` face sizes around ``face`` (clipped to the photo) and size it for diffusion.
+
+    The crop keeps the template's own pixels when its short side lies between ``short_side`` and
+    ``max_short_side`` (its box is trimmed by at most 7 px so both sides are multiples of 8: no
+    resampling at all); a smaller crop is enlarged to ``short_side``, a larger one reduced to
+    ``max_short_side``. ``max_short_side`` ``None``: always ``short_side`` (EasyPhoto's behaviour).
+    """
     import cv2
 
     from ...face.analyzer import Face
@@ -34,12 +42,20 @@ def crop_face_region(template: np.ndarray, face: Any, ratio: float, short_side: 
     x0, y0, x1, y1 = crop_box(face.box, ratio)
     x0, y0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
     x1, y1 = min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1)))
+    native = min(y1 - y0, x1 - x0)
+    if max_short_side is not None and short_side <= native <= max_short_side and native >= 8:
+        x0, x1 = _trim8(x0, x1, face.box[0], face.box[2])
+        y0, y1 = _trim8(y0, y1, face.box[1], face.box[3])
     region = template[y0:y1, x0:x1]
     rh, rw = region.shape[:2]
-    k = short_side / min(rh, rw)
+    target = short_side if max_short_side is None else min(max(min(rh, rw), short_side), max_short_side)
+    k = target / min(rh, rw)
     out_w, out_h = round8(rw * k), round8(rh * k)
-    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(region, (out_w, out_h), interpolation=interp)
+    if (out_w, out_h) == (rw, rh):
+        resized = region.copy()
+    else:
+        interp = cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC
+        resized = cv2.resize(region, (out_w, out_h), interpolation=interp)
     sx, sy = out_w / rw, out_h / rh
     scale = np.array([sx, sy], dtype=np.float32)
     offset = np.array([x0, y0], dtype=np.float32)
@@ -56,6 +72,14 @@ def crop_face_region(template: np.ndarray, face: Any, ratio: float, short_side: 
         detector=face.detector,
     )
     return FaceCrop(box=(x0, y0, x1, y1), image=resized, face=moved, scale=(sx, sy))
+
+
+def _trim8(a: int, b: int, face_a: float, face_b: float) -> tuple[int, int]:
+    """``[a, b)`` shortened by ``(b - a) % 8`` px, taken from the side farther from the face."""
+    cut = (b - a) % 8
+    if face_a - a >= b - face_b:
+        return a + cut, b
+    return a, b - cut
 
 
 def _hard(mask: np.ndarray) -> np.ndarray:

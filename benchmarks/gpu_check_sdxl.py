@@ -1,0 +1,95 @@
+"""The GPU check's ``sdxl`` path: text-to-photo end to end, timed, under two memory policies.
+
+SDXL base's architecture with random weights (+ its openpose ControlNet; the tiny SDXL in the dry run)
+draws a template at the default 1024 px / 30 steps, then the portrait pipeline of the ``portrait`` path
+paints the user in (the stub analyzer reports one centred face, so the random template still gets one).
+Measured, warm: the whole text-to-photo (target ≤ 10 s on one H100), the template alone, a posed template,
+and ``max_memory_allocated`` with ``sdxl_memory="offload"`` (SDXL waits in RAM while SD1.5 paints)
+against ``"keep"`` (both on the GPU).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from gpu_check_paths import Ctx, gb, peak_gb, reset_peak, sync
+from gpu_check_portrait import _config, _ensure_user, _generator
+
+#: Where the GPU run builds the full-size random SDXL (kept while the machine stays warm).
+GPU_SDXL_DIR = Path("/tmp/easyphoto-gpu-check/sdxl-random")
+#: Issue #15's target for one text-to-photo portrait on an H100 at the default steps.
+TARGET_TEXT2PHOTO_S = 10.0
+
+
+def _sdxl_folder(ctx: Ctx) -> Path:
+    from easyphoto.diffusion.tiny_sdxl import build_tiny_sdxl
+
+    folder = ctx.work / "sdxl-tiny" if ctx.dry_run else GPU_SDXL_DIR
+    if not (folder / "controlnet" / "openpose" / "config.json").is_file():
+        t0 = time.perf_counter()
+        build_tiny_sdxl(folder, seed=0, full_size=not ctx.dry_run)
+        ctx.metric("sdxl_build_s", time.perf_counter() - t0, "s")
+    return folder
+
+
+def _run(ctx: Ctx, gen: Any, maker: Any, t2p: Any, pose: str | None = None) -> tuple[Any, float]:
+    from easyphoto.text_to_photo import text_to_photo
+
+    sync()
+    t0 = time.perf_counter()
+    portrait = text_to_photo(
+        [ctx.user], t2p, _config(ctx), pose=pose, generator=gen, maker=maker, home=ctx.home
+    )
+    sync()
+    return portrait, time.perf_counter() - t0
+
+
+def sdxl(ctx: Ctx) -> str:
+    """Text-to-photo at the default template settings (dry run: 128 px, 3 steps), offload then keep."""
+    from easyphoto.config import Text2PhotoConfig
+    from easyphoto.text_to_photo import template_maker
+
+    folder = _sdxl_folder(ctx)
+    if ctx.cache is None:
+        ctx.cache = ctx.new_cache()
+    note = _ensure_user(ctx)
+    if ctx.gen is None:  # the portrait path's generator when it ran (a second probe would wrap its pipes)
+        ctx.gen, ctx.probe = _generator(ctx, ctx.cache)
+    gen = ctx.gen
+    small = {"width": 128, "height": 128, "steps": 3} if ctx.dry_run else {}
+    t2p = Text2PhotoConfig(prompt="a studio portrait photo of a person", seed=1, **small)
+    rows: dict[str, dict[str, Any]] = {}
+    for policy in ("offload", "keep"):
+        maker = template_maker(
+            model_config=ctx.cache.config.replace(template_model=str(folder), sdxl_memory=policy)
+        )
+        _run(ctx, gen, maker, t2p)  # cold: loads SDXL, builds pipelines
+        reset_peak()
+        portrait, warm = _run(ctx, gen, maker, t2p)
+        rows[policy] = {"s": warm, "peak": peak_gb(), "template_s": portrait.timings.get("template")}
+        if policy == "offload":
+            _, rows[policy]["posed_s"] = _run(ctx, gen, maker, t2p, pose="half_body")
+            size = portrait.array.shape
+            if size[:2] != (t2p.height, t2p.width):
+                raise AssertionError(f"portrait is {size}, expected {t2p.height}×{t2p.width}")
+        maker.cache.release()
+    off, keep = rows["offload"], rows["keep"]
+    target = None if ctx.dry_run else TARGET_TEXT2PHOTO_S
+    ctx.metric(
+        "text2photo_s", off["s"], "s", target=target, note=f"warm, {t2p.width} px, {t2p.steps} steps, offload"
+    )
+    ctx.metric("text2photo_template_s", off["template_s"], "s")
+    ctx.metric("text2photo_posed_s", off["posed_s"], "s", note="with the openpose ControlNet")
+    ctx.metric("text2photo_keep_s", keep["s"], "s", note="both families stay on the device")
+    ctx.metric("text2photo_peak_offload_gb", off["peak"], "GB")
+    ctx.metric("text2photo_peak_keep_gb", keep["peak"], "GB")
+    return (
+        f"{t2p.width}×{t2p.height}, {t2p.steps} steps: offload {off['s']:.2f} s (template "
+        f"{off['template_s']:.2f} s, posed {off['posed_s']:.2f} s, peak {gb(off['peak'])}); "
+        f"keep {keep['s']:.2f} s (peak {gb(keep['peak'])}){note}"
+    )
+
+
+__all__ = ["GPU_SDXL_DIR", "TARGET_TEXT2PHOTO_S", "sdxl"]

@@ -1,0 +1,373 @@
+"""SDXL for text-to-photo: load the template model once, build its pipelines, render a template.
+
+:class:`SDXLCache` is the SDXL sibling of :class:`~easyphoto.diffusion.models.ModelCache`: an explicit
+object holding the SDXL UNet, VAE, both text encoders and tokenizers, the SDXL openpose ControlNet and
+an optional scene LoRA, each read from disk once (counted in :attr:`SDXLCache.load_count`). The model
+comes from ``ModelConfig.template_model`` (hub id, diffusers folder or single file); its family is
+checked from metadata before any weight is read (an SD1.5 model there is a clear error).
+:func:`render_template` is the one diffusers call text-to-photo makes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from easyphoto.config import ModelConfig
+from easyphoto.errors import ConfigError, ModelNotFoundError
+from easyphoto.registry import effective_source
+
+from .families import check_family, lora_family, model_family
+from .sources import (
+    _SINGLE_FILE_SUFFIXES,
+    _explain_missing,
+    _is_url,
+    _looks_like_path,
+    make_scheduler,
+    pick_device_dtype,
+    quiet_libraries,
+)
+
+log = logging.getLogger(__name__)
+
+#: Adapter name of the scene LoRA inside the SDXL UNet / text encoders.
+SCENE_ADAPTER = "easyphoto_scene"
+_MODULES = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+class SDXLCache:
+    """Loaded SDXL components and the ControlNet / scene LoRA of text-to-photo; nothing read before use.
+
+    ``config``: :class:`ModelConfig` (``template_model``, ``template_vae``, ``controlnet_openpose_sdxl``,
+    ``scheduler``, device, dtype, ``local_files_only``). Not thread-safe (the LoRA sits on shared modules).
+    """
+
+    def __init__(
+        self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
+    ) -> None:
+        quiet_libraries()
+        self.config = config if config is not None else ModelConfig()
+        self.device, self.dtype = pick_device_dtype(
+            device if device is not None else self.config.device,
+            dtype if dtype is not None else self.config.dtype,
+        )
+        #: How many times each component was read from disk ("sdxl:unet", "sdxl:controlnet:openpose", …).
+        self.load_count: Counter[str] = Counter()
+        self._base: dict[str, Any] | None = None
+        self._scheduler_config: dict[str, Any] | None = None
+        self._controlnets: dict[str, Any] = {}
+        self._host: Any = None
+        self._scene: tuple[str, float] | None = None  # (path, mtime) of the loaded scene LoRA
+        #: Where the modules are now: ``self.device``, or ``"cpu"`` while offloaded.
+        self.placement: str = str(self.device)
+
+    @classmethod
+    def from_components(
+        cls, components: dict[str, Any], *, config: ModelConfig | None = None, device: str = "cpu"
+    ) -> SDXLCache:
+        """A cache over SDXL modules already in memory (``unet``, ``vae``, ``text_encoder``,
+        ``text_encoder_2``, ``tokenizer``, ``tokenizer_2``, ``scheduler``, optional ``controlnets``), as
+        :func:`easyphoto.diffusion.tiny_sdxl.tiny_sdxl_components` builds: nothing is read from disk."""
+        cache = cls(config or ModelConfig(template_model="<in memory>"), device=device)
+        parts = {k: components[k] for k in (*_MODULES, "tokenizer", "tokenizer_2")}
+        for name in _MODULES:
+            parts[name].requires_grad_(False).eval().to(cache.device, cache.dtype)
+        cache._scheduler_config = dict(components["scheduler"].config)
+        cache._base = parts
+        for name, net in (components.get("controlnets") or {}).items():
+            cache._controlnets[name] = net.to(cache.device, cache.dtype).eval()
+        return cache
+
+    @property
+    def loads(self) -> int:
+        """Total number of weight loads so far."""
+        return sum(self.load_count.values())
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the base modules are in memory."""
+        return self._base is not None
+
+    # ------------------------------------------------------------------ loading
+    def check_source(self) -> str:
+        """The template model's source, refused early when it is known to be an SD1.5 model."""
+        src = str(self.config.template_model)
+        found = model_family(src, local_files_only=True)
+        check_family("sdxl", found, f"template model {src!r}", "text-to-photo (EASYPHOTO_TEMPLATE_MODEL)")
+        return src
+
+    def _ensure_base(self) -> dict[str, Any]:
+        if self._base is None:
+            self._base = self._load_base()
+            self.placement = str(self.device)
+        return self._base
+
+    def _load_base(self) -> dict[str, Any]:
+        src = self.check_source()
+        path = Path(src).expanduser()
+        hint = (
+            f"download it with `easyphoto models download sdxl` (or `huggingface-cli download {src}`), "
+            "or pass a local SDXL diffusers folder / .safetensors file with --template-model "
+            "(EASYPHOTO_TEMPLATE_MODEL)"
+        )
+        if path.is_file() or (_is_url(src) and src.lower().endswith(_SINGLE_FILE_SUFFIXES)):
+            parts = self._load_single_file(src)
+        elif path.is_dir() or not _looks_like_path(src):
+            if path.is_dir() and not (path / "model_index.json").is_file():
+                raise ModelNotFoundError(
+                    f"template model folder {str(path)!r} is not a diffusers folder (no model_index.json): "
+                    "pass an SDXL diffusers folder, a .safetensors checkpoint or a hub id"
+                )
+            parts = self._load_pretrained(str(path) if path.is_dir() else src, hint)
+        else:
+            raise ModelNotFoundError(f"template model {src!r} does not exist: {hint}")
+        vae = self._load_vae()
+        if vae is not None:
+            parts["vae"] = vae
+        for name in _MODULES:
+            parts[name].requires_grad_(False).eval().to(self.device)
+        return parts
+
+    def _load_pretrained(self, src: str, hint: str) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        kw: dict[str, Any] = {"local_files_only": bool(self.config.local_files_only)}
+        parts: dict[str, Any] = {}
+        with _explain_missing("template model", src, hint, offline=bool(self.config.local_files_only)):
+            self._scheduler_config = dict(
+                EulerDiscreteScheduler.load_config(src, subfolder="scheduler", **kw)
+            )
+            for name in ("tokenizer", "tokenizer_2"):
+                parts[name] = CLIPTokenizer.from_pretrained(src, subfolder=name, **kw)
+            parts["text_encoder"] = CLIPTextModel.from_pretrained(
+                src, subfolder="text_encoder", dtype=self.dtype, **kw
+            )
+            parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+                src, subfolder="text_encoder_2", dtype=self.dtype, **kw
+            )
+            parts["unet"] = UNet2DConditionModel.from_pretrained(
+                src, subfolder="unet", torch_dtype=self.dtype, **kw
+            )
+            parts["vae"] = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=self.dtype, **kw)
+        for name in _MODULES:
+            self.load_count[f"sdxl:{name}"] += 1
+        return parts
+
+    def _load_single_file(self, src: str) -> dict[str, Any]:
+        from diffusers import StableDiffusionXLPipeline
+
+        cfg_dir = self.config.config_dir
+        if cfg_dir is not None and model_family(cfg_dir) != "sdxl":
+            cfg_dir = None  # the configs of the SD1.5 base model do not describe an SDXL file
+        hint = (
+            "a single-file SDXL checkpoint needs SDXL's diffusers configs offline: point "
+            "EASYPHOTO_MODEL_CONFIG_DIR at a local SDXL diffusers folder (e.g. `huggingface-cli download "
+            "stabilityai/stable-diffusion-xl-base-1.0 --exclude '*.safetensors'`) or go online once"
+        )
+        with _explain_missing("configs for the SDXL single-file checkpoint", src, hint):
+            pipe = StableDiffusionXLPipeline.from_single_file(
+                src, config=str(Path(cfg_dir).expanduser()) if cfg_dir else None, torch_dtype=self.dtype,
+                local_files_only=bool(self.config.local_files_only) or cfg_dir is not None,
+                add_watermarker=False,
+            )  # fmt: skip
+        for name in _MODULES:
+            self.load_count[f"sdxl:{name}"] += 1
+        self._scheduler_config = dict(pipe.scheduler.config)
+        return {k: getattr(pipe, k) for k in (*_MODULES, "tokenizer", "tokenizer_2")}
+
+    def vae_source(self) -> str | None:
+        """The VAE override to load, or ``None`` for the model's own.
+
+        The default (the fp16-fix VAE) exists because SDXL's VAE overflows in float16: it is used in
+        float16 and bfloat16 only; in float32 the model's own VAE is the reference. A VAE set by the
+        operator is always used.
+        """
+        vae = self.config.template_vae
+        if not vae:
+            return None
+        if vae == ModelConfig.default_of("template_vae") and self.dtype == torch.float32:
+            return None
+        return effective_source(self.config, "template_vae")
+
+    def _load_vae(self) -> Any:
+        from diffusers import AutoencoderKL
+
+        src = self.vae_source()
+        if src is None:
+            return None
+        path = Path(src).expanduser()
+        hint = "pass a local VAE folder or .safetensors file, or a valid id, with EASYPHOTO_TEMPLATE_VAE"
+        with _explain_missing("SDXL VAE", src, hint, offline=bool(self.config.local_files_only)):
+            if path.is_file():
+                vae = AutoencoderKL.from_single_file(str(path), torch_dtype=self.dtype)
+            elif path.is_dir() or not _looks_like_path(src):
+                sub = "vae" if (path / "vae" / "config.json").is_file() else None
+                vae = AutoencoderKL.from_pretrained(
+                    str(path) if path.is_dir() else src, subfolder=sub, torch_dtype=self.dtype,
+                    local_files_only=bool(self.config.local_files_only),
+                )  # fmt: skip
+            else:
+                raise ModelNotFoundError(f"SDXL VAE {src!r} does not exist: {hint}")
+        self.load_count["sdxl:vae_override"] += 1
+        return vae
+
+    def controlnet(self, name: str = "openpose") -> Any:
+        """The SDXL ControlNet ``name`` (only ``openpose`` is configurable), loaded on first use."""
+        if name in self._controlnets:
+            return self._controlnets[name]
+        if name != "openpose":
+            raise ConfigError(f"unknown SDXL ControlNet {name!r}; known: openpose")
+        from diffusers import ControlNetModel
+
+        src = effective_source(self.config, "controlnet_openpose_sdxl")
+        path = Path(src).expanduser()
+        hint = "pass a diffusers SDXL ControlNet folder or file with EASYPHOTO_CONTROLNET_OPENPOSE_SDXL"
+        with _explain_missing(
+            "SDXL openpose ControlNet", src, hint, offline=bool(self.config.local_files_only)
+        ):
+            if path.is_dir() or not _looks_like_path(src):
+                net = ControlNetModel.from_pretrained(
+                    str(path) if path.is_dir() else src, torch_dtype=self.dtype,
+                    local_files_only=bool(self.config.local_files_only),
+                )  # fmt: skip
+            elif path.is_file():
+                net = ControlNetModel.from_single_file(str(path), torch_dtype=self.dtype)
+            else:
+                raise ModelNotFoundError(f"SDXL openpose ControlNet {src!r} does not exist; {hint}")
+        self.load_count[f"sdxl:controlnet:{name}"] += 1
+        net.requires_grad_(False).eval().to(self.placement)
+        self._controlnets[name] = net
+        return net
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """The model's ``scheduler/`` config (training adds noise with its schedule)."""
+        self._ensure_base()
+        return dict(self._scheduler_config or {})
+
+    # ------------------------------------------------------------------ pipelines
+    def components(self) -> dict[str, Any]:
+        """The shared modules as pipeline keyword arguments (a fresh scheduler each time)."""
+        base = self._ensure_base()
+        sched = make_scheduler(self._scheduler_config or {}, self.config.scheduler)
+        return {**base, "scheduler": sched}
+
+    def pipeline(self, pose: bool = False) -> Any:
+        """``StableDiffusionXLPipeline``, or with ``pose`` the ``StableDiffusionXLControlNetPipeline`` with
+        the openpose net; both over the same modules (and the same scene LoRA)."""
+        from diffusers import StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
+
+        kw = {"force_zeros_for_empty_prompt": True, "add_watermarker": False}
+        if pose:
+            pipe = StableDiffusionXLControlNetPipeline(
+                **self.components(), controlnet=self.controlnet(), **kw
+            )
+        else:
+            pipe = StableDiffusionXLPipeline(**self.components(), **kw)
+        pipe.set_progress_bar_config(disable=True)
+        if self.config.vae_tiling:
+            pipe.vae.enable_tiling()
+        return pipe
+
+    def set_scene_lora(self, path: str | Path | None, weight: float = 0.8) -> None:
+        """Style the template with a scene LoRA (SDXL, kohya or diffusers file) at ``weight``; ``None``
+        removes it. Refused before loading when the file is an SD1.5 LoRA."""
+        if path is None:
+            if self._scene is not None:
+                self._lora_host().unload_lora_weights()
+                self._scene = None
+            return
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ModelNotFoundError(f"scene LoRA {str(p)!r} does not exist")
+        check_family("sdxl", lora_family(p), f"scene LoRA {p.name!r}", "the template model (SDXL)")
+        key = (str(p.resolve()), p.stat().st_mtime)
+        host = self._lora_host()
+        if self._scene is None or self._scene[0] != key[0] or self._scene[1] != key[1]:
+            if self._scene is not None:
+                host.unload_lora_weights()
+            try:
+                host.load_lora_weights(str(p), adapter_name=SCENE_ADAPTER)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                with contextlib.suppress(ValueError, KeyError, RuntimeError):
+                    host.unload_lora_weights()
+                self._scene = None
+                raise ModelNotFoundError(f"{p}: not a LoRA for this SDXL model ({exc})") from exc
+            self.load_count["sdxl:scene_lora"] += 1
+            self._scene = key
+        host.set_adapters([SCENE_ADAPTER], adapter_weights=[float(weight)])
+
+    def _lora_host(self) -> Any:
+        if self._host is None:
+            self._host = self.pipeline(pose=False)
+        return self._host
+
+    # ------------------------------------------------------------------ memory
+    def modules(self) -> list[torch.nn.Module]:
+        """Every loaded torch module (base and ControlNets), for memory moves."""
+        base = [self._base[n] for n in _MODULES] if self._base is not None else []
+        return [*base, *self._controlnets.values()]
+
+    def to(self, device: str | torch.device) -> None:
+        """Move every loaded module to ``device`` (``"cpu"`` to offload, ``self.device`` to bring back)."""
+        for module in self.modules():
+            module.to(device)
+        self.placement = str(torch.device(device))
+
+    def release(self) -> None:
+        """Drop every loaded component (the next use reads them again) and free device memory."""
+        self._host = None
+        self._scene = None
+        self._controlnets.clear()
+        self._base = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._base is not None else "not loaded"
+        return f"SDXLCache(template_model={self.config.template_model!r}, device={self.device}, {state})"
+
+
+def render_template(
+    cache: SDXLCache, prompt: str, negative_prompt: str, *, width: int, height: int, steps: int,
+    guidance_scale: float, seed: int, pose: np.ndarray | None = None, pose_weight: float = 1.0,
+    on_step: Any = None,
+) -> np.ndarray:  # fmt: skip
+    """Render one SDXL image (RGB uint8, ``height`` × ``width``) from ``prompt``; with ``pose`` (an
+    OpenPose map, RGB uint8, resized to the output) held to it by the openpose ControlNet at
+    ``pose_weight``. The initial noise comes from a CPU generator seeded with ``seed``, so a seed gives the
+    same image on any device of the same dtype. ``on_step(k, n)`` is called after each step."""
+    if width % 8 or height % 8:
+        raise ConfigError(f"template size {width}x{height}: both sides must be multiples of 8")
+    pipe = cache.pipeline(pose=pose is not None)
+    kw: dict[str, Any] = {}
+    if pose is not None:
+        from PIL import Image
+
+        kw = {
+            "image": Image.fromarray(pose).resize((width, height)),
+            "controlnet_conditioning_scale": pose_weight,
+        }
+    if on_step is not None:
+        kw["callback_on_step_end"] = lambda p, i, t, d: (on_step(i + 1, steps), d)[1]
+    out = pipe(
+        prompt=prompt, negative_prompt=negative_prompt or None, width=width, height=height,
+        num_inference_steps=steps, guidance_scale=guidance_scale, output_type="np",
+        generator=torch.Generator("cpu").manual_seed(int(seed)),
+        original_size=(height, width), target_size=(height, width), **kw,
+    ).images[0]  # fmt: skip
+    if not np.all(np.isfinite(out)):
+        raise ConfigError("the SDXL template came out as NaN: use float32 or the fp16-fix VAE (template_vae)")
+    return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+__all__ = ["SCENE_ADAPTER", "SDXLCache", "render_template"]

@@ -1,0 +1,219 @@
+"""Text-to-photo's workflows (EasyPhoto's ``tabs=3``): SDXL draws a template from a prompt, then the
+portrait pipeline paints the users in. Beside :mod:`easyphoto.workflows` and built like it: the ONE copy
+the CLI (``generate --prompt``), the job worker (``POST /v1/text2photo``, the compat ``tabs=3``), the
+web UI's Text-to-photo tab and ``ep.generate(prompt=...)`` call. It composes the text2photo stage (the
+template) and the generate stage (the portrait); the stages never import each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import GenerateConfig, ModelConfig
+from .errors import ConfigError
+from .workflows import (
+    BatchResult,
+    EventCallback,
+    _emit,
+    check_generation,
+    check_sd15_base,
+    portrait_generator,
+)
+
+
+def preset_prompt(name: str) -> str:
+    """The text of shipped text-to-photo prompt ``name`` (:class:`ConfigError` listing the names)."""
+    from .stages.text2photo import preset_prompt as lookup
+
+    return lookup(name)
+
+
+def text2photo_presets() -> dict[str, Any]:
+    """The shipped text-to-photo presets: ``{"prompts": {name: text}, "poses": {name: keypoints}}``."""
+    from .stages.text2photo import presets
+
+    return presets()
+
+
+def scene_loras_dir() -> Path:
+    """Where the operator puts the SDXL scene LoRAs requests may name: ``<models dir>/loras``."""
+    from .registry import models_dir
+
+    return models_dir() / "loras"
+
+
+def resolve_scene_lora(name: str | None) -> Path | None:
+    """The file of scene LoRA ``name`` in :func:`scene_loras_dir` (a request names one, never a path);
+    :class:`ConfigError` listing the available ones when there is no such file."""
+    if not name:
+        return None
+    folder = scene_loras_dir()
+    found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    for path in found:
+        if name in (path.name, path.stem):
+            return path
+    names = ", ".join(p.stem for p in found) or f"none (put .safetensors files in {folder})"
+    raise ConfigError(f"scene_lora {name!r} is not on this server; available: {names}")
+
+
+def template_maker(cache: Any = None, *, model_config: ModelConfig | None = None) -> Any:
+    """A :class:`~easyphoto.stages.text2photo.TemplateMaker` to keep across requests (the SDXL model)."""
+    from .stages.text2photo import TemplateMaker
+
+    return TemplateMaker(cache, model_config=model_config)
+
+
+def check_text_to_photo(
+    user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None
+) -> list[str]:
+    """:func:`check_generation`, plus: the portrait half runs the SD1.5 pipeline, so every user model
+    must be an SD1.5 LoRA (an SDXL user is refused here, before any model is loaded)."""
+    from .diffusion.families import check_family
+    from .users import UserModel
+
+    ids = check_generation(user_ids, config, home)
+    for uid in ids:
+        if uid.lower() != "none":
+            family = UserModel.load(uid, home).meta.family
+            check_family("sd15", family, f"user {uid!r}'s LoRA", "text-to-photo's portrait pipeline")
+    return ids
+
+
+def text_to_photo(
+    user_ids: Sequence[str],
+    config: Any = None,
+    generate_config: GenerateConfig | None = None,
+    *,
+    pose: Any = None,
+    scene_lora: str | Path | None = None,
+    generator: Any = None,
+    maker: Any = None,
+    model_config: ModelConfig | None = None,
+    home: Path | None = None,
+    on_event: EventCallback | None = None,
+    keep_intermediates: bool = False,
+) -> Any:
+    """SDXL draws a template from ``config.prompt`` (a :class:`~easyphoto.config.Text2PhotoConfig`),
+    optionally held to ``pose`` (a shipped pose name or an OpenPose image) and styled by ``scene_lora``
+    (a file; default ``config.scene_lora``); then the portrait pipeline paints ``user_ids`` in.
+
+    The SDXL and SD1.5 models share the device under ``ModelConfig.sdxl_memory``. The portrait's seed
+    is the template's unless ``generate_config.seed`` is set. Returns the
+    :class:`~easyphoto.stages.generate.Portrait`: its ``params["text2photo"]`` holds every template
+    parameter (prompt, seed, size, model, pose, LoRA) and ``intermediates["template"]`` the template.
+    """
+    from .config import Text2PhotoConfig
+    from .diffusion.memory import FamilyMemory
+
+    t2p = config or Text2PhotoConfig()
+    gcfg = generate_config or GenerateConfig()
+    ids = check_text_to_photo(user_ids, gcfg, home)
+    check_sd15_base(
+        generator.cache.config if generator is not None else model_config, "the portrait pipeline"
+    )
+    gen = generator or portrait_generator(model_config=model_config, home=home)
+    maker = maker or template_maker(model_config=model_config or gen.cache.config)
+    memory = FamilyMemory(maker.cache.config.sdxl_memory, {"sd15": gen.cache, "sdxl": maker.cache})
+    memory.use("sdxl")
+    _emit(on_event, {"type": "stage", "stage": "template"})
+    on_step = (
+        (lambda k, n: _emit(on_event, {"type": "step", "pass": "template", "step": k, "steps": n}))
+        if on_event
+        else None
+    )
+    template = maker.make(t2p, pose, scene_lora=scene_lora, on_step=on_step)
+    seed = template.params["seed"]
+    memory.use("sd15")
+    if gcfg.seed is None or gcfg.seed < 0:
+        gcfg = gcfg.replace(seed=seed)
+    portrait = gen.generate(
+        template.array, ids, gcfg, template_name=f"text-to-photo template (seed {seed})",
+        keep_intermediates=keep_intermediates, on_event=on_event,
+    )  # fmt: skip
+    portrait.params["template"] = "text-to-photo"
+    portrait.params["text2photo"] = template.params
+    portrait.params["memory"] = {"policy": memory.policy, "moves": memory.moves}
+    portrait.timings["template"] = template.seconds
+    portrait.intermediates["template"] = template.array
+    return portrait
+
+
+def generate(
+    template: Any = None,
+    user_ids: str | Sequence[str] = (),
+    config: GenerateConfig | None = None,
+    *,
+    prompt: str | None = None,
+    text2photo: Any = None,
+    pose: Any = None,
+    scene_lora: str | Path | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """``ep.generate``: paint users into template photos (:func:`easyphoto.stages.generate.generate`), or,
+    given ``prompt`` (or a :class:`~easyphoto.config.Text2PhotoConfig` as ``text2photo``), into a
+    template SDXL draws (:func:`text_to_photo`, with ``pose`` and ``scene_lora``). Returns the portraits.
+
+    Keyword arguments go to the one that runs (``generator``, ``model_config``, ``home``, ``on_event``,
+    ``keep_intermediates``; text-to-photo also takes ``maker``).
+    """
+    if prompt is None and text2photo is None:
+        if template is None:
+            raise ConfigError("give a template photo, or a prompt for text-to-photo")
+        from .stages.generate import generate as paint
+
+        return paint(template, user_ids, config, **kwargs)
+    if template is not None:
+        raise ConfigError("give a template photo or a prompt, not both")
+    from .config import Text2PhotoConfig
+
+    t2p = text2photo or Text2PhotoConfig()
+    t2p = t2p.replace(prompt=prompt) if prompt is not None else t2p
+    ids = [user_ids] if isinstance(user_ids, str) else list(user_ids)
+    return [text_to_photo(ids, t2p, config, pose=pose, scene_lora=scene_lora, **kwargs)]
+
+
+def text_to_photo_files(
+    user_ids: Sequence[str],
+    config: Any,
+    generate_config: GenerateConfig | None,
+    out_dir: str | Path,
+    *,
+    file_name: str | None = None,
+    **kwargs: Any,
+) -> BatchResult:
+    """:func:`text_to_photo`, written to ``out_dir``: the portrait (``text2photo-<seed>-<users>.png``, its
+    PNG holding every parameter) and the template beside it (``…-template.png``)."""
+    from .imageio import save_png
+
+    portrait = text_to_photo(user_ids, config, generate_config, **kwargs)
+    seed = portrait.params["text2photo"]["seed"]
+    users = "-".join(u for u in portrait.params["user_ids"] if u.lower() != "none")
+    target = portrait.save(Path(out_dir) / (file_name or f"text2photo-{seed}-{users}.png"))
+    tpl = save_png(
+        portrait.intermediates["template"], target.with_name(target.stem + "-template.png"),
+        text={"easyphoto_template": json.dumps(portrait.params["text2photo"]), "Software": "easyphoto"},
+    )  # fmt: skip
+    if kwargs.get("keep_intermediates"):
+        portrait.save_intermediates(target.with_name(target.stem + "-steps"))
+    entry = {
+        "file": target.name, "path": str(target), "template": "text-to-photo", "template_path": str(tpl),
+        "scores": [s.__dict__ for s in portrait.scores], "score": round(portrait.score, 4),
+        "seed": portrait.params.get("seed"), "template_seed": seed, "seconds": portrait.timings.get("total"),
+    }  # fmt: skip
+    return BatchResult(images=[entry])
+
+
+__all__ = [
+    "check_text_to_photo",
+    "generate",
+    "preset_prompt",
+    "resolve_scene_lora",
+    "scene_loras_dir",
+    "template_maker",
+    "text2photo_presets",
+    "text_to_photo",
+    "text_to_photo_files",
+]
