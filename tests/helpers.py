@@ -133,3 +133,20 @@ def train_tiny_users(
             analyzer=analyzer, home=home,
         )  # fmt: skip
     return home
+
+
+#: Tiny settings so a CPU trains and generates in seconds (the server's defaults, like a preset).
+TINY_TRAIN = {
+    "resolution": 64,
+    "max_steps": 4,
+    "grad_accum": 1,
+    "rank": 4,
+    "alpha": 4,
+    "validate_every": 2,
+    "validation_size": 64,
+    "validation_steps": 2,
+    "validation_seeds": [1],
+    "learning_rate": 1e-3,
+}
+#: The five test photos are crops and edits of one shot: near-duplicate detection is off, GrabCut too (speed).
+TINY_PREPARE = {"grabcut": False, "duplicate_correlation": 1.01}

@@ -20,25 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY_PREPARE, TINY_TRAIN
 
 requests = pytest.importorskip("requests")
 pytest.importorskip("fastapi")
 
-#: Tiny settings so a CPU trains and generates in seconds (the server's defaults, like a preset).
-TINY_TRAIN = {
-    "resolution": 64,
-    "max_steps": 4,
-    "grad_accum": 1,
-    "rank": 4,
-    "alpha": 4,
-    "validate_every": 2,
-    "validation_size": 64,
-    "validation_steps": 2,
-    "validation_seeds": [1],
-    "learning_rate": 1e-3,
-}
-#: The five test photos are crops and edits of one shot: near-duplicate detection is off, GrabCut too (speed).
-TINY_PREPARE = {"grabcut": False, "duplicate_correlation": 1.01}
 TINY_GENERATE = {"short_side": 96, "first_steps": 4, "second_steps": 3, "seed": 7}
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import TINY_PREPARE, TINY_TRAIN
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).is_file(), reason="redis-server is not installed")
@@ -37,19 +38,6 @@ from easyphoto.errors import ConfigError, UserBusyError  # noqa: E402
 from easyphoto.jobs.fleet import Reaper  # noqa: E402
 from easyphoto.jobs.redis_store import QueueUnavailableError, RedisJobStore  # noqa: E402
 
-TINY_TRAIN = {
-    "resolution": 64,
-    "max_steps": 4,
-    "grad_accum": 1,
-    "rank": 4,
-    "alpha": 4,
-    "validate_every": 2,
-    "validation_size": 64,
-    "validation_steps": 2,
-    "validation_seeds": [1],
-    "learning_rate": 1e-3,
-}
-TINY_PREPARE = {"grabcut": False, "duplicate_correlation": 1.01}
 TINY_GENERATE = {"short_side": 64, "first_steps": 2, "second_steps": 2, "seed": 7}
 
 
