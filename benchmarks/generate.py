@@ -65,7 +65,7 @@ FACES = Path(os.environ.get("EASYPHOTO_TEST_FACES", REPO.parent / "shared" / "fa
 STAGES = ("analysis", "fusion", "controls", "first_diffusion", "second_diffusion", "paste_back", "score")
 #: Networks outside the two passes (``--upscale``, Real-ESRGAN on a face, a background mode): shown as
 #: stages, not counted in the non-diffusion overhead per face.
-PORTRAIT_STAGES = ("upscale", "face_upscale", "background")
+PORTRAIT_STAGES = ("upscale", "face_upscale", "background", "face_restore")
 PASSES = ("first_diffusion", "second_diffusion")
 TARGET_OVERHEAD_S = 0.5  # per face, at 512 px, this CPU
 TARGET_SPEEDUP = 5.0  # second call vs first call, tiny
@@ -300,6 +300,13 @@ def main() -> None:
         "--full-size needs the Real-ESRGAN files: EASYPHOTO_UPSCALER_X2/_X4); 'upscale' stage row"
     )  # fmt: skip
     parser.add_argument("--max-short-side", type=int, default=None, help="largest face crop, px")
+    parser.add_argument(
+        "--background", choices=("keep", "restore", "replace"), default=None,
+        help="background mode ('replace' paints 'a sunny beach'); 'background' stage row",
+    )  # fmt: skip
+    parser.add_argument(
+        "--face-restore", action="store_true", help="GFPGAN after the passes ('face_restore' row)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -368,6 +375,11 @@ def main() -> None:
         cfg = cfg.replace(short_side=args.short_side)
     if args.upscale is not None or args.max_short_side is not None:
         cfg = cfg.replace(upscale=args.upscale or 1, max_short_side=args.max_short_side)
+    if args.background or args.face_restore:
+        prompt = "a sunny beach" if args.background == "replace" else ""
+        cfg = cfg.replace(
+            background=args.background or "keep", background_prompt=prompt, face_restore=args.face_restore
+        )
     reduced = (cfg.first_steps, cfg.second_steps) != (default.first_steps, default.second_steps)
     do_two = (not slow) if args.two_person is None else args.two_person
     do_two = do_two and faces_ok

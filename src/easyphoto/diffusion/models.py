@@ -440,8 +440,6 @@ class ModelCache:
                 self._apply_adapters()
                 raise ModelNotFoundError(f"{p}: not a LoRA for this SD1.5 model ({exc})") from exc
             self.load_count["lora"] += 1
-            for part in ("unet", "text_encoder"):  # inference weights: peft leaves them trainable
-                self._base[part].requires_grad_(False)
             self._user_adapters[key] = name
             while len(self._user_adapters) > max(1, int(self.config.lora_cache_size)):
                 self._delete_user_adapter(next(iter(self._user_adapters)))
@@ -515,6 +513,8 @@ class ModelCache:
             host.set_adapters(names, adapter_weights=weights)
         else:
             host.disable_lora()
+        for part in ("unet", "text_encoder"):  # inference state: peft marks active adapters trainable
+            self._base[part].requires_grad_(False)
 
     def reset(self) -> list[str]:
         """Bring the shared modules back to the state the next job expects; returns what was cleaned.
