@@ -219,7 +219,8 @@ def background_step(
         if on_event
         else None
     )
-    cache.set_lora(None)
+    if cache.lora_path is not None:  # the user LoRA off for these passes, but kept loaded (no re-read)
+        cache.set_lora(cache.lora_path, 0.0)
     common = dict(
         negative_prompt=cfg.negative_prompt, steps=cfg.second_steps, guidance_scale=cfg.guidance_scale,
         seed=seed + 7919, canny=(cfg.canny_low, cfg.canny_high), on_step=on_step,
