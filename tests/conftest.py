@@ -77,3 +77,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
     build_tiny_model(out, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL folder with its ControlNets (openpose, canny), built once; read-only."""
+    from easyphoto.diffusion.tiny_sdxl import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "model", seed=0)

@@ -12,20 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import train_tiny_users
+from helpers import PlacedFaces, train_tiny_users
 
 from easyphoto.config import GenerateConfig, ModelConfig, Text2PhotoConfig
 from easyphoto.errors import ConfigError
 
 T2P = Text2PhotoConfig(prompt="a photo of a person at the beach", width=64, height=64, steps=3, seed=5)
-
-
-@pytest.fixture(scope="module")
-def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random SDXL folder with its openpose ControlNet (built once per module)."""
-    from easyphoto.diffusion.tiny_sdxl import build_tiny_sdxl
-
-    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "model", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -237,37 +229,6 @@ FAST = GenerateConfig(short_side=96, first_steps=3, second_steps=2, second_scale
 T2P_E2E = Text2PhotoConfig(prompt="a photo of a person at the beach", width=128, height=128, steps=3, seed=5)
 
 
-class PlacedFaces:
-    """The real face analyzer, except that where it finds no face it reports the astronaut's face scaled
-    into the picture. The tiny random SDXL draws noise, in which no detector finds a face; this lets the
-    portrait half run on that template all the same (every other call is the real analyzer's)."""
-
-    def __init__(self, real, source: np.ndarray) -> None:
-        self.real = real
-        self.source_face = real.largest(source)
-        self.source_shape = source.shape
-        self.placed = 0
-
-    def detect(self, image: np.ndarray, **kwargs):
-        faces = self.real.detect(image, **kwargs)
-        if faces:
-            return faces
-        from easyphoto.face.analyzer import Face
-
-        f = self.source_face
-        s = np.array([image.shape[1] / self.source_shape[1], image.shape[0] / self.source_shape[0]])
-        box = (f.box[0] * s[0], f.box[1] * s[1], f.box[2] * s[0], f.box[3] * s[1])
-        self.placed += 1
-        return [Face(box, f.score, f.landmarks * s, f.kps * s, f.detector, _embedding=f.embedding)]
-
-    def largest(self, image: np.ndarray, **kwargs):
-        faces = self.detect(image, **kwargs)
-        return max(faces, key=lambda f: f.area) if faces else None
-
-    def __getattr__(self, name: str):
-        return getattr(self.real, name)
-
-
 @pytest.fixture(scope="module")
 def t2p_home(tmp_path_factory, tiny_model_dir: Path, astronaut: np.ndarray, analyzer) -> Path:
     """An EASYPHOTO_HOME with one tiny SD1.5 user, alice."""
@@ -366,20 +327,17 @@ def test_no_face_in_template_is_a_clear_error(sdxl_dir, tiny_model_dir, t2p_home
         text_to_photo(["alice"], T2P_E2E, FAST, generator=gen, model_config=mc, home=t2p_home)
 
 
-def test_text_to_photo_refuses_unknown_and_sdxl_users(t2p_home: Path) -> None:
-    import shutil
-
+def test_text_to_photo_refuses_unknown_users_and_sd15_users_on_an_sdxl_base(
+    t2p_home: Path, sdxl_dir: Path
+) -> None:
     from easyphoto.errors import UnknownUserError
     from easyphoto.text_to_photo import check_text_to_photo
-    from easyphoto.users import META_FILE, user_dir
 
     with pytest.raises(UnknownUserError):
         check_text_to_photo(["nobody"], FAST, t2p_home)
-    shutil.copytree(user_dir("alice", t2p_home), user_dir("xlbob", t2p_home))
-    meta = user_dir("xlbob", t2p_home) / META_FILE
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "family": "sdxl"}))
-    with pytest.raises(ConfigError, match=r"user 'xlbob''s LoRA is SDXL but .* is SD1\.5"):
-        check_text_to_photo(["xlbob"], FAST, t2p_home)
+    assert check_text_to_photo(["alice"], FAST, t2p_home) == ["alice"]
+    with pytest.raises(ConfigError, match=r"is SDXL, but 'alice' needs SD1\.5"):
+        check_text_to_photo(["alice"], FAST, t2p_home, ModelConfig(base_model=str(sdxl_dir)))
 
 
 def test_cli_generate_prompt(
@@ -610,7 +568,7 @@ def test_sdxl_base_is_refused_where_sd15_runs(sdxl_dir: Path, t2p_home: Path, tm
     from easyphoto.workflows import generate_batch, prepare_and_train, train
 
     mc = ModelConfig(base_model=str(sdxl_dir))
-    with pytest.raises(ConfigError, match=r"is SDXL, but the portrait pipeline runs on SD1\.5"):
+    with pytest.raises(ConfigError, match=r"is SDXL, but 'alice' needs SD1\.5"):
         generate_batch([("t.jpg", "t")], ["alice"], FAST, tmp_path, model_config=mc, home=t2p_home)
     with pytest.raises(ConfigError, match="is SDXL, but training runs on SD1.5"):
         prepare_and_train("carol", dataset=tmp_path, model_config=mc, home=t2p_home)

@@ -329,6 +329,16 @@ REGISTRY: dict[str, ModelEntry] = {
             default=False,
             setting="controlnet_openpose_sdxl",
         ),
+        ModelEntry(
+            name="controlnet-canny-sdxl",
+            role="SDXL users' portraits: holds the repainted face to the template's edges",
+            sources=(Source(repo="xinsir/controlnet-canny-sdxl-1.0", files=_CONTROLNET_FILES),),
+            size_mb=5000,
+            licence="Apache-2.0",
+            commercial=True,
+            default=False,
+            setting="controlnet_canny_sdxl",
+        ),
         _realesrgan(2, "v0.2.1", 67_061_725, _REALESRGAN_X2_SHA256),
         _realesrgan(4, "v0.1.0", 67_040_989, _REALESRGAN_X4_SHA256),
         _dlib(
@@ -490,7 +500,10 @@ _BASE_SUBFOLDERS = {
     "face_restorer": "face_restorer",
 }
 #: The same for the SDXL model of text-to-photo (``easyphoto tiny-model --sdxl`` writes them).
-_SDXL_SUBFOLDERS = {"controlnet_openpose_sdxl": "controlnet/openpose"}
+_SDXL_SUBFOLDERS = {
+    "controlnet_openpose_sdxl": "controlnet/openpose",
+    "controlnet_canny_sdxl": "controlnet/canny",
+}
 
 
 def effective_source(config: object, setting: str) -> str:

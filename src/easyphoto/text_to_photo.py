@@ -18,8 +18,8 @@ from .workflows import (
     BatchResult,
     EventCallback,
     _emit,
+    check_families,
     check_generation,
-    check_sd15_base,
     portrait_generator,
 )
 
@@ -67,18 +67,13 @@ def template_maker(cache: Any = None, *, model_config: ModelConfig | None = None
 
 
 def check_text_to_photo(
-    user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None
-) -> list[str]:
-    """:func:`check_generation`, plus: the portrait half runs the SD1.5 pipeline, so every user model
-    must be an SD1.5 LoRA (an SDXL user is refused here, before any model is loaded)."""
-    from .diffusion.families import check_family
-    from .users import UserModel
-
+    user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None,
+    model_config: ModelConfig | None = None,
+) -> list[str]:  # fmt: skip
+    """:func:`check_generation` and :func:`check_families` (an SD1.5 user needs an SD1.5 base; SDXL
+    users are painted on the template's own SDXL model), before any model is loaded."""
     ids = check_generation(user_ids, config, home)
-    for uid in ids:
-        if uid.lower() != "none":
-            family = UserModel.load(uid, home).meta.family
-            check_family("sd15", family, f"user {uid!r}'s LoRA", "text-to-photo's portrait pipeline")
+    check_families(ids, model_config, home)
     return ids
 
 
@@ -100,24 +95,28 @@ def text_to_photo(
     optionally held to ``pose`` (a shipped pose name or an OpenPose image) and styled by ``scene_lora``
     (a file; default ``config.scene_lora``); then the portrait pipeline paints ``user_ids`` in.
 
-    The SDXL and SD1.5 models share the device under ``ModelConfig.sdxl_memory``. The portrait's seed
+    The SDXL and SD1.5 models share the device under ``ModelConfig.sdxl_memory``; SDXL users are painted
+    on the template's SDXL model (the same loaded modules: the maker's cache is the generator's SDXL
+    cache). The portrait's seed
     is the template's unless ``generate_config.seed`` is set. Returns the
     :class:`~easyphoto.stages.generate.Portrait`: its ``params["text2photo"]`` holds every template
     parameter (prompt, seed, size, model, pose, LoRA) and ``intermediates["template"]`` the template.
     """
     from .config import Text2PhotoConfig
-    from .diffusion.memory import FamilyMemory
 
     t2p = config or Text2PhotoConfig()
     gcfg = generate_config or GenerateConfig()
-    ids = check_text_to_photo(user_ids, gcfg, home)
-    check_sd15_base(
-        generator.cache.config if generator is not None else model_config, "the portrait pipeline"
+    ids = check_text_to_photo(
+        user_ids, gcfg, home, generator.cache.config if generator is not None else model_config
     )
     gen = generator or portrait_generator(model_config=model_config, home=home)
-    maker = maker or template_maker(model_config=model_config or gen.cache.config)
-    memory = FamilyMemory(maker.cache.config.sdxl_memory, {"sd15": gen.cache, "sdxl": maker.cache})
-    memory.use("sdxl")
+    if maker is None:
+        maker = template_maker(gen.sdxl_cache)
+    elif maker.cache is not gen.sdxl_cache:
+        gen.sdxl_cache = maker.cache  # one SDXL model in memory: the template's paints SDXL users
+    memory = gen.memory
+    switches = memory.switches
+    gen.use_family("sdxl")
     _emit(on_event, {"type": "stage", "stage": "template"})
     on_step = (
         (lambda k, n: _emit(on_event, {"type": "step", "pass": "template", "step": k, "steps": n}))
@@ -126,7 +125,6 @@ def text_to_photo(
     )
     template = maker.make(t2p, pose, scene_lora=scene_lora, on_step=on_step)
     seed = template.params["seed"]
-    memory.use("sd15")
     if gcfg.seed is None or gcfg.seed < 0:
         gcfg = gcfg.replace(seed=seed)
     portrait = gen.generate(
@@ -135,7 +133,7 @@ def text_to_photo(
     )  # fmt: skip
     portrait.params["template"] = "text-to-photo"
     portrait.params["text2photo"] = template.params
-    portrait.params["memory"] = {"policy": memory.policy, "moves": memory.moves}
+    portrait.params["memory"] = {"policy": memory.policy, "moves": memory.moves_since(switches)}
     portrait.timings["template"] = template.seconds
     portrait.intermediates["template"] = template.array
     return portrait

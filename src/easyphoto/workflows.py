@@ -252,9 +252,10 @@ def generate_batch(
         picture = load_image(background_image, name=label)
     check_generation(user_ids, cfg, home, photo_users=[PHOTO_USER] if photos else [],
                      background_picture=picture is not None)  # fmt: skip
-    check_sd15_base(
-        generator.cache.config if generator is not None else model_config, "the portrait pipeline"
-    )
+    check_families(
+        user_ids, generator.cache.config if generator is not None else model_config, home,
+        [PHOTO_USER] if photos else [],
+    )  # fmt: skip
     gen = generator or portrait_generator(model_config=model_config, home=home)
     gen.photo_users.clear()  # a kept generator must not paint the last job's photos
     if photos:
@@ -351,6 +352,34 @@ def check_users(
     return ids
 
 
+def check_families(
+    user_ids: Sequence[str],
+    model_config: ModelConfig | None,
+    home: Path | None = None,
+    photo_users: Sequence[str] = (),
+) -> None:
+    """Refuse, before anything is loaded, users whose family has no model here: an SD1.5 user (or a
+    person given as photos: the IP-Adapter is SD1.5's) while the base model is SDXL. SDXL users are
+    painted on the SDXL model (:func:`~easyphoto.diffusion.sdxl.sdxl_model_config`: an SDXL
+    ``base_model``, else ``template_model``). A base of unknown family passes."""
+    from .diffusion.families import model_family
+    from .users import UserModel
+
+    mc = model_config if model_config is not None else ModelConfig()
+    if model_family(str(mc.base_model), local_files_only=True) != "sdxl":
+        return
+    sd15 = [
+        u for u in user_ids
+        if u.lower() != "none" and (u in photo_users or UserModel.load(u, home).meta.family == "sd15")
+    ]  # fmt: skip
+    if sd15:
+        raise ConfigError(
+            f"base model {mc.base_model!r} is SDXL, but {', '.join(map(repr, sd15))} "
+            f"{'needs' if len(sd15) == 1 else 'need'} SD1.5: give an SD1.5 base model (--base-model, "
+            "EASYPHOTO_BASE_MODEL); SDXL users are painted on the SDXL model (--template-model)"
+        )
+
+
 def errors_to_exception(errors: list[dict[str, Any]]) -> EasyPhotoError:
     """One readable error for a batch where every template failed."""
     if len(errors) == 1:  # keeps its message code, so a client can still show it in its language
@@ -414,6 +443,7 @@ def swap(
 __all__ = [
     "BatchResult",
     "BatchStopped",
+    "check_families",
     "check_generation",
     "check_sd15_base",
     "check_users",

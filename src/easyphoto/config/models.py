@@ -181,6 +181,12 @@ class ModelConfig(_Validated, BaseSettings):
         description="SDXL OpenPose ControlNet of text-to-photo's pose: id, folder or file "
         "(EASYPHOTO_CONTROLNET_OPENPOSE_SDXL).",
     )
+    controlnet_canny_sdxl: str = Field(
+        "xinsir/controlnet-canny-sdxl-1.0",
+        validation_alias=_env("controlnet_canny_sdxl", "EASYPHOTO_CONTROLNET_CANNY_SDXL"),
+        description="SDXL Canny ControlNet of SDXL users' portraits: id, folder or file "
+        "(EASYPHOTO_CONTROLNET_CANNY_SDXL).",
+    )
     sdxl_memory: Literal["keep", "offload", "free"] = Field(
         "offload",
         validation_alias=_env("sdxl_memory", "EASYPHOTO_SDXL_MEMORY"),

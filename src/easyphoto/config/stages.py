@@ -166,6 +166,10 @@ class GenerateConfig(_Settings):
     back through the same networks instead of bicubic ("auto": on CUDA when the file is here; on a CPU
     one megapixel at ×2 takes 4–11 min).
 
+    SDXL users are painted on crops of ``sdxl_short_side`` (1024: SDXL was trained at 1024², and at
+    512 its faces come out smeared), at most that large unless ``max_short_side`` is larger, with the
+    ControlNets of each pass that SDXL has (canny, openpose; colour and tile are SD1.5's).
+
     ``face_restore`` blends GFPGAN v1.4's restoration (``ModelConfig.face_restorer``) over each face made,
     after super-resolution, at ``face_restore_weight`` 0.5: half, so the trained likeness and skin
     texture stay while blur and artefacts go (GFPGAN alone smooths skin; unmeasured here, no real
@@ -184,6 +188,9 @@ class GenerateConfig(_Settings):
     crop_ratio: float = Field(3.0, ge=1, le=10, description="Face crop size in face sizes.")
     short_side: int = Field(
         512, ge=64, le=2048, description="Short side of each face crop, px (multiple of 8)."
+    )
+    sdxl_short_side: int = Field(
+        1024, ge=64, le=2048, description="Short side of each face crop of an SDXL user, px (multiple of 8)."
     )
     max_short_side: int | None = Field(
         None,
@@ -271,7 +278,7 @@ class GenerateConfig(_Settings):
         768, ge=256, le=2048, description="Tile side of the background passes, px (multiple of 8)."
     )
 
-    _sizes = field_validator("short_side", "background_tile")(_multiple_of_8)
+    _sizes = field_validator("short_side", "sdxl_short_side", "background_tile")(_multiple_of_8)
 
     @field_validator("max_short_side")
     @classmethod

@@ -25,6 +25,8 @@ import torch
 from easyphoto.errors import ConfigError
 
 POLICIES = ("keep", "offload", "free")
+#: Switches :attr:`FamilyMemory.moves` keeps.
+KEEP_MOVES = 50
 
 
 def _sd15_modules(cache: Any) -> list[torch.nn.Module]:
@@ -67,8 +69,10 @@ class FamilyMemory:
         self.policy = policy
         self.caches: dict[str, Any] = dict(caches or {})
         self.active: str | None = None
-        #: One entry per switch: ``{"to": family, "idle": family, "action": …, "seconds": …}``.
+        #: The last :data:`KEEP_MOVES` switches: ``{"to": family, "actions": […], "seconds": …}``.
         self.moves: list[dict[str, Any]] = []
+        #: How many switches there were (a caller takes ``moves[-(switches - before):]`` as its own).
+        self.switches = 0
 
     def add(self, family: str, cache: Any) -> None:
         """Register ``cache`` as the cache of ``family``."""
@@ -99,6 +103,12 @@ class FamilyMemory:
                 torch.cuda.empty_cache()
         self.active = family
         self.moves.append({"to": family, "actions": actions, "seconds": round(time.perf_counter() - t0, 3)})
+        del self.moves[:-KEEP_MOVES]  # a worker's generator lives for days
+        self.switches += 1
+
+    def moves_since(self, switches: int) -> list[dict[str, Any]]:
+        """The switches made since :attr:`switches` was ``switches``."""
+        return self.moves[len(self.moves) - min(self.switches - switches, len(self.moves)) :]
 
 
 def _on(cache: Any) -> str:

@@ -70,6 +70,11 @@ class ModelCache:
         cache.set_lora("users/alice/lora.safetensors", 0.9)
     """
 
+    #: The model family (SDXL users run on :class:`~easyphoto.diffusion.sdxl.SDXLCache`).
+    family = "sd15"
+    #: The ControlNets this family has.
+    controlnet_names: tuple[str, ...] = tuple(CONTROLNET_FIELDS)
+
     def __init__(
         self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
     ) -> None:

@@ -1,16 +1,18 @@
-"""SDXL for text-to-photo: load the template model once, build its pipelines, render a template.
+"""SDXL: load the SDXL model once; text-to-photo's templates and SDXL users' portraits run on it.
 
 :class:`SDXLCache` is the SDXL sibling of :class:`~easyphoto.diffusion.models.ModelCache`: an explicit
-object holding the SDXL UNet, VAE, both text encoders and tokenizers, the SDXL openpose ControlNet and
-an optional scene LoRA, each read from disk once (counted in :attr:`SDXLCache.load_count`). The model
-comes from ``ModelConfig.template_model`` (hub id, diffusers folder or single file); its family is
-checked from metadata before any weight is read (an SD1.5 model there is a clear error).
-:func:`render_template` is the one diffusers call text-to-photo makes.
+object holding the SDXL UNet, VAE, both text encoders and tokenizers, the SDXL ControlNets (openpose,
+canny), an optional scene LoRA and the current user LoRA, each read from disk once (counted in
+:attr:`SDXLCache.load_count`). The model comes from ``ModelConfig.template_model`` (hub id, diffusers
+folder or single file; :func:`sdxl_model_config` picks ``base_model`` instead when that is SDXL); its
+family is checked from metadata before any weight is read (an SD1.5 model there is a clear error).
+:func:`render_template` is the one diffusers call text-to-photo makes; for SDXL users the cache offers
+the portrait pipeline's interface of ``ModelCache`` (``inpaint_controlnet``, ``set_lora``, ``set_fast``,
+``new_scheduler``, ``controlnet_source``), so :mod:`easyphoto.stages.generate` runs on either.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 from collections import Counter
@@ -39,6 +41,13 @@ log = logging.getLogger(__name__)
 
 #: Adapter name of the scene LoRA inside the SDXL UNet / text encoders.
 SCENE_ADAPTER = "easyphoto_scene"
+#: Adapter name of the SDXL user's LoRA (portraits).
+USER_ADAPTER = "easyphoto_user"
+#: The SDXL ControlNets by name, and the :class:`ModelConfig` field naming each one's weights.
+SDXL_CONTROLNET_FIELDS: dict[str, str] = {
+    "openpose": "controlnet_openpose_sdxl",
+    "canny": "controlnet_canny_sdxl",
+}
 _MODULES = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
@@ -46,8 +55,14 @@ class SDXLCache:
     """Loaded SDXL components and the ControlNet / scene LoRA of text-to-photo; nothing read before use.
 
     ``config``: :class:`ModelConfig` (``template_model``, ``template_vae``, ``controlnet_openpose_sdxl``,
-    ``scheduler``, device, dtype, ``local_files_only``). Not thread-safe (the LoRA sits on shared modules).
+    ``controlnet_canny_sdxl``, ``scheduler``, device, dtype, ``local_files_only``). Not thread-safe (the
+    LoRAs sit on shared modules).
     """
+
+    #: The model family (the portrait pipeline asks: IP-Adapter and the fast mode are SD1.5's).
+    family = "sdxl"
+    #: The ControlNets this family has (a portrait pass asking for others runs without them).
+    controlnet_names: tuple[str, ...] = tuple(SDXL_CONTROLNET_FIELDS)
 
     def __init__(
         self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
@@ -65,6 +80,12 @@ class SDXLCache:
         self._controlnets: dict[str, Any] = {}
         self._host: Any = None
         self._scene: tuple[str, float] | None = None  # (path, mtime) of the loaded scene LoRA
+        self._user: tuple[str, float] | None = None  # (path, mtime) of the loaded user LoRA
+        #: The adapters switched on and their weights (the scene LoRA for templates, the user's for
+        #: portraits: never both).
+        self._active: dict[str, float] = {}
+        #: Weight of the user LoRA while it is switched on (``None``: off).
+        self.lora_weight: float | None = None
         #: Where the modules are now: ``self.device``, or ``"cpu"`` while offloaded.
         self.placement: str = str(self.device)
 
@@ -219,19 +240,25 @@ class SDXLCache:
         self.load_count["sdxl:vae_override"] += 1
         return vae
 
+    def controlnet_source(self, name: str) -> str:
+        """Where the SDXL ControlNet ``name`` is read from (a local SDXL folder's ``controlnet/<name>/``
+        wins over the default id)."""
+        if name not in SDXL_CONTROLNET_FIELDS:
+            raise ConfigError(f"unknown SDXL ControlNet {name!r}; known: {', '.join(SDXL_CONTROLNET_FIELDS)}")
+        return str(effective_source(self.config, SDXL_CONTROLNET_FIELDS[name]))
+
     def controlnet(self, name: str = "openpose") -> Any:
-        """The SDXL ControlNet ``name`` (only ``openpose`` is configurable), loaded on first use."""
+        """The SDXL ControlNet ``name`` (:data:`SDXL_CONTROLNET_FIELDS`), loaded on first use."""
         if name in self._controlnets:
             return self._controlnets[name]
-        if name != "openpose":
-            raise ConfigError(f"unknown SDXL ControlNet {name!r}; known: openpose")
         from diffusers import ControlNetModel
 
-        src = effective_source(self.config, "controlnet_openpose_sdxl")
+        src = self.controlnet_source(name)
         path = Path(src).expanduser()
-        hint = "pass a diffusers SDXL ControlNet folder or file with EASYPHOTO_CONTROLNET_OPENPOSE_SDXL"
+        env = "EASYPHOTO_" + SDXL_CONTROLNET_FIELDS[name].upper()
+        hint = f"pass a diffusers SDXL ControlNet folder or file with {env}"
         with _explain_missing(
-            "SDXL openpose ControlNet", src, hint, offline=bool(self.config.local_files_only)
+            f"SDXL {name} ControlNet", src, hint, offline=bool(self.config.local_files_only)
         ):
             if path.is_dir() or not _looks_like_path(src):
                 net = ControlNetModel.from_pretrained(
@@ -241,7 +268,7 @@ class SDXLCache:
             elif path.is_file():
                 net = ControlNetModel.from_single_file(str(path), torch_dtype=self.dtype)
             else:
-                raise ModelNotFoundError(f"SDXL openpose ControlNet {src!r} does not exist; {hint}")
+                raise ModelNotFoundError(f"SDXL {name} ControlNet {src!r} does not exist; {hint}")
         self.load_count[f"sdxl:controlnet:{name}"] += 1
         net.requires_grad_(False).eval().to(self.placement)
         self._controlnets[name] = net
@@ -279,36 +306,133 @@ class SDXLCache:
 
     def set_scene_lora(self, path: str | Path | None, weight: float = 0.8) -> None:
         """Style the template with a scene LoRA (SDXL, kohya or diffusers file) at ``weight``; ``None``
-        removes it. Refused before loading when the file is an SD1.5 LoRA."""
+        removes it. Refused before loading when the file is an SD1.5 LoRA. The user LoRA is switched off
+        (kept loaded) while a scene is on."""
         if path is None:
             if self._scene is not None:
-                self._lora_host().unload_lora_weights()
+                self._delete(SCENE_ADAPTER)
                 self._scene = None
+            self._activate({})
             return
         p = Path(path).expanduser()
         if not p.is_file():
             raise ModelNotFoundError(f"scene LoRA {str(p)!r} does not exist")
         check_family("sdxl", lora_family(p), f"scene LoRA {p.name!r}", "the template model (SDXL)")
         key = (str(p.resolve()), p.stat().st_mtime)
-        host = self._lora_host()
-        if self._scene is None or self._scene[0] != key[0] or self._scene[1] != key[1]:
+        if self._scene != key:
             if self._scene is not None:
-                host.unload_lora_weights()
-            try:
-                host.load_lora_weights(str(p), adapter_name=SCENE_ADAPTER)
-            except (ValueError, KeyError, RuntimeError) as exc:
-                with contextlib.suppress(ValueError, KeyError, RuntimeError):
-                    host.unload_lora_weights()
+                self._delete(SCENE_ADAPTER)
                 self._scene = None
-                raise ModelNotFoundError(f"{p}: not a LoRA for this SDXL model ({exc})") from exc
-            self.load_count["sdxl:scene_lora"] += 1
+            self._load_adapter(p, SCENE_ADAPTER, "scene_lora")
             self._scene = key
-        host.set_adapters([SCENE_ADAPTER], adapter_weights=[float(weight)])
+        self.lora_weight = None
+        self._activate({SCENE_ADAPTER: float(weight)})
+
+    def set_lora(self, path: str | Path | None, weight: float = 0.9) -> None:
+        """Apply an SDXL user's LoRA (kohya or diffusers file) at ``weight`` (EasyPhoto's 0.9) to the
+        portrait pipelines; ``None`` removes it. An SD1.5 LoRA is refused before loading. One user's LoRA
+        is kept loaded at a time (SDXL adapters are ~4× SD1.5's): a new weight, or the same user again,
+        costs no file read; the scene LoRA is switched off while the user's is on."""
+        if path is None:
+            if self._user is not None:
+                self._delete(USER_ADAPTER)
+                self._user = None
+            self.lora_weight = None
+            self._activate({})
+            return
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ModelNotFoundError(f"LoRA file {str(p)!r} does not exist (train the user first)")
+        check_family("sdxl", lora_family(p), f"LoRA {p.name!r}", "the SDXL model")
+        key = (str(p.resolve()), p.stat().st_mtime)
+        if self._user != key:
+            if self._user is not None:
+                self._delete(USER_ADAPTER)
+                self._user = None
+            self._load_adapter(p, USER_ADAPTER, "lora")
+            self._user = key
+        self.lora_weight = float(weight)
+        self._activate({USER_ADAPTER: float(weight)})
+
+    @property
+    def lora_path(self) -> str | None:
+        """Path of the user LoRA loaded (switched on or at weight 0), or ``None``."""
+        return self._user[0] if self._user else None
+
+    def set_fast(self, enabled: bool) -> None:
+        """The fast mode (LCM-LoRA) is SD1.5's: refused for SDXL users; ``False`` is a no-op."""
+        if enabled:
+            raise ConfigError(
+                "the fast mode (LCM-LoRA) runs on SD1.5 users only: generate SDXL users without --fast"
+            )
+
+    def _load_adapter(self, path: Path, name: str, what: str) -> None:
+        host = self._lora_host()
+        try:
+            host.load_lora_weights(str(path), adapter_name=name)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            self._delete(name)
+            self._activate(self._active)
+            raise ModelNotFoundError(f"{path}: not a LoRA for this SDXL model ({exc})") from exc
+        self.load_count[f"sdxl:{what}"] += 1
+
+    def _delete(self, name: str) -> None:
+        from .lora import delete_adapters
+
+        self._active.pop(name, None)
+        base = self._ensure_base()
+        for part in ("unet", "text_encoder", "text_encoder_2"):
+            delete_adapters(base[part], names={name})
+
+    def _activate(self, weights: dict[str, float]) -> None:
+        """Switch on exactly the adapters ``weights`` (none: the exact base model)."""
+        self._active = dict(weights)
+        loaded = {n for n, key in ((SCENE_ADAPTER, self._scene), (USER_ADAPTER, self._user)) if key}
+        if not loaded or self._base is None:
+            return
+        host = self._lora_host()
+        if self._active:
+            host.enable_lora()
+            host.set_adapters(list(self._active), adapter_weights=list(self._active.values()))
+        else:
+            host.disable_lora()
+        for part in ("unet", "text_encoder", "text_encoder_2"):  # peft marks active adapters trainable
+            self._base[part].requires_grad_(False)
 
     def _lora_host(self) -> Any:
         if self._host is None:
             self._host = self.pipeline(pose=False)
         return self._host
+
+    # ------------------------------------------------------------------ portraits of SDXL users
+    def new_scheduler(self, kind: str | None = None) -> Any:
+        """A fresh inference scheduler (``config.scheduler`` unless ``kind`` is given; no LCM)."""
+        if kind == "lcm":
+            self.set_fast(True)  # refused, with the reason
+        self._ensure_base()
+        return make_scheduler(self._scheduler_config or {}, kind or self.config.scheduler)
+
+    def inpaint_controlnet(self, names: Any) -> Any:
+        """diffusers' SDXL ControlNet inpainting pipeline guided by the SDXL ControlNets ``names``
+        (several: a ``MultiControlNetModel``, lists of images and scales), over the shared modules and
+        their current LoRA; without its unused masked-image VAE pass (:func:`.inpaint.lean_inpaint_class`)."""
+        from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+        from .inpaint import lean_inpaint_class
+
+        names = list(names)
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"SDXL inpainting needs distinct ControlNet names, got {names}")
+        nets = [self.controlnet(n) for n in names]
+        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+        pipe = lean_inpaint_class(sdxl=True)(
+            **self.components(), controlnet=controlnet, force_zeros_for_empty_prompt=True,
+            add_watermarker=False,
+        )  # fmt: skip
+        pipe.set_progress_bar_config(disable=True)
+        if self.config.vae_tiling:
+            pipe.vae.enable_tiling()
+        return pipe
 
     # ------------------------------------------------------------------ memory
     def modules(self) -> list[torch.nn.Module]:
@@ -325,7 +449,9 @@ class SDXLCache:
     def release(self) -> None:
         """Drop every loaded component (the next use reads them again) and free device memory."""
         self._host = None
-        self._scene = None
+        self._scene = self._user = None
+        self._active = {}
+        self.lora_weight = None
         self._controlnets.clear()
         self._base = None
         gc.collect()
@@ -335,6 +461,16 @@ class SDXLCache:
     def __repr__(self) -> str:
         state = "loaded" if self._base is not None else "not loaded"
         return f"SDXLCache(template_model={self.config.template_model!r}, device={self.device}, {state})"
+
+
+def sdxl_model_config(config: ModelConfig) -> ModelConfig:
+    """The settings of the process's SDXL model: ``base_model`` when it is an SDXL model (``train
+    --base-model SDXL`` trains an SDXL user on it, ``generate --base-model SDXL`` paints SDXL users with
+    it), else ``template_model`` (text-to-photo's model, also the base of SDXL users' portraits). One SDXL
+    model per process: SDXL users and text-to-photo share its modules (~7 GB in float16)."""
+    if model_family(str(config.base_model), local_files_only=True) == "sdxl":
+        return config.replace(template_model=str(config.base_model))
+    return config
 
 
 def render_template(
@@ -370,4 +506,11 @@ def render_template(
     return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-__all__ = ["SCENE_ADAPTER", "SDXLCache", "render_template"]
+__all__ = [
+    "SCENE_ADAPTER",
+    "SDXL_CONTROLNET_FIELDS",
+    "USER_ADAPTER",
+    "SDXLCache",
+    "render_template",
+    "sdxl_model_config",
+]

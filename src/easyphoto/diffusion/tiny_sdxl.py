@@ -2,8 +2,8 @@
 
 :func:`build_tiny_sdxl` writes a standard diffusers SDXL folder (``model_index.json``, ``unet/``,
 ``vae/``, ``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``, ``scheduler/``)
-plus ``controlnet/openpose/`` (an SDXL ControlNet made from the UNet). Like :mod:`.tiny`, everything
-is random: images are noise, but shapes, code paths and file formats are SDXL's own.
+plus ``controlnet/openpose/`` and ``controlnet/canny/`` (SDXL ControlNets made from the UNet). Like
+:mod:`.tiny`, everything is random: images are noise, but shapes, code paths and file formats are SDXL's own.
 
 What makes SDXL differ from SD1.5, and what the tiny build keeps:
 
@@ -25,8 +25,9 @@ from .tiny import randomize_zero_convs, write_tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
-#: SDXL ControlNets the tiny build writes under ``DIR/controlnet/`` (text-to-photo's pose net).
-SDXL_CONTROLNET_NAMES: tuple[str, ...] = ("openpose",)
+#: SDXL ControlNets the tiny build writes under ``DIR/controlnet/`` (text-to-photo's pose net; the
+#: portraits of SDXL users use both).
+SDXL_CONTROLNET_NAMES: tuple[str, ...] = ("openpose", "canny")
 
 #: SDXL base 1.0's ``scheduler/scheduler_config.json`` (Euler, "leading" spacing, epsilon).
 SDXL_SCHEDULER = {
@@ -156,8 +157,8 @@ def sdxl_controlnet(unet: Any, seed: int, index: int = 0, full_size: bool = Fals
 
 def tiny_sdxl_components(seed: int = 0) -> dict[str, Any]:
     """A tiny random SDXL set in memory (``unet``, ``vae``, two text encoders, two tokenizers,
-    ``scheduler`` and ``controlnets``: ``{"openpose": net}``); only the tokenizer files pass through a
-    temporary folder."""
+    ``scheduler`` and ``controlnets``: ``{"openpose": net, "canny": net}``); only the tokenizer files
+    pass through a temporary folder."""
     import tempfile
 
     import torch
@@ -177,14 +178,15 @@ def tiny_sdxl_components(seed: int = 0) -> dict[str, Any]:
 
 
 def build_tiny_sdxl(out_dir: str | Path, *, seed: int = 0, full_size: bool = False) -> Path:
-    """Build a random SDXL-architecture diffusers folder with an openpose ControlNet, fully offline.
+    """Build a random SDXL-architecture diffusers folder with its ControlNets, fully offline.
 
     ``out_dir`` receives the folder ``StableDiffusionXLPipeline.from_pretrained(out_dir)`` loads, plus
-    ``controlnet/openpose/``. The tiny build (UNet 32/64 channels, text encoders 32 and 48 wide) takes
-    about a second and ~5 MB and renders 64 px in well under a second on one CPU thread.
+    ``controlnet/openpose/`` and ``controlnet/canny/``. The tiny build (UNet 32/64 channels, text
+    encoders 32 and 48 wide) takes about a second and ~5 MB and renders 64 px in well under a second on
+    one CPU thread.
     ``full_size=True`` builds SDXL base 1.0's real architecture (UNet 2.6 B, encoders 123 M + 695 M,
     VAE 84 M parameters) with random weights, stored in float16 (~7 GB rather than ~14 GB in float32;
-    the loader casts to the run's dtype), and its ControlNet (~1.25 B): for benchmarks only.
+    the loader casts to the run's dtype), and its ControlNets (~1.25 B each): for benchmarks only.
     """
     import torch
     from diffusers import StableDiffusionXLPipeline

@@ -335,7 +335,7 @@ def _run_text2photo(worker: Any, job: Job, folder: Path) -> dict[str, Any]:
 
     params, files = job.params, folder / "files"
     if getattr(worker, "_maker", None) is None:
-        worker._maker = template_maker(model_config=worker.cache.config)
+        worker._maker = template_maker(worker.generator.sdxl_cache)  # SDXL users share its modules
     t2p = Text2PhotoConfig.from_layers(params["text2photo"])
     pose = folder / "inputs" / params["pose"]["file"] if params.get("pose") else params.get("pose_name")
     tracker = GenerateProgress(1)

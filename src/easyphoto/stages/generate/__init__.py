@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,14 @@ import numpy as np
 from ...config import TRIGGER_CAPTION, GenerateConfig, ModelConfig, easyphoto_home
 from ...errors import ConfigError, NoFaceError
 from ...imageio import ImageSource, load_image
-from ...users import IP_EMBEDS_FILE, PHOTO_USER, UserModel, lora_mtime
+from ...users import IP_EMBEDS_FILE, PHOTO_USER, lora_mtime
 from .background import background_step, check_background, default_segmenter
-from .controls import CONTROLS, ControlInputs, check_controlnets, control_images
+from .controls import CONTROLS, ControlInputs, check_controlnets, control_images, family_config
 from .portrait import FaceScore, Portrait, read_png_params
 from .regions import FaceCrop, crop_face_region, inpaint_mask, refine_mask, reinhard_face, round8
 from .resolution import enlarge_face, max_crop_side, merge_refined, paste_resize, upscale_portrait
 from .restore import restore_step
+from .users import PortraitUser, load_user, photo_user
 
 log = logging.getLogger("easyphoto.generate")
 
@@ -51,66 +51,14 @@ SKIP = "none"
 PHOTO_IP_SCALE = 0.7
 
 
-@dataclass
-class PortraitUser:
-    """A user as generation needs them: LoRA, reference face and identity.
-
-    ``photo_only``: given as photos, no LoRA (identity from fusion and the IP-Adapter). ``folder``: the
-    user model's folder, where the IP-Adapter embeddings of the reference face are cached.
-    """
-
-    user_id: str
-    lora: Path | None  # None: the LoRA is already active on the cache's modules (training validation)
-    ref_image: np.ndarray
-    ref_face: Any
-    embedding: np.ndarray
-    base_model: str | None = None
-    photo_only: bool = False
-    folder: Path | None = None
-    ip_embeds: Any = None
-
-
-def load_user(user_id: str, analyzer: Any, home: Path | None = None) -> PortraitUser:
-    """A trained user's LoRA path, reference face and identity embedding (from :mod:`easyphoto.users`)."""
-    model = UserModel.load(user_id, home)
-    ref = model.ref_image()
-    face = analyzer.largest(ref)
-    if face is None:
-        raise NoFaceError(f"user {user_id!r}", code="face.none_in_reference")
-    embedding = model.embedding()
-    return PortraitUser(
-        user_id, model.lora_path, ref, face, embedding if embedding is not None else face.embedding,
-        model.meta.base_model, folder=model.path,
-    )  # fmt: skip
-
-
-def photo_user(photos: Sequence[ImageSource], analyzer: Any, name: str = PHOTO_USER) -> PortraitUser:
-    """A user given as one or more photos, no training: the largest face of each photo; the largest of
-    all is the reference, the identity is the mean of their embeddings.
-
-    Raises :class:`NoFaceError` naming the photo without a face, :class:`BadImageError` for one that
-    cannot be read.
-    """
-    if not photos:
-        raise ConfigError("give at least one photo of the person")
-    best: tuple[np.ndarray, Any] | None = None
-    embeddings = []
-    for i, src in enumerate(photos):
-        label = str(src) if isinstance(src, (str, Path)) else f"photo {i + 1}"
-        image = load_image(src, name=label)
-        face = analyzer.largest(image)
-        if face is None:
-            raise NoFaceError(label, code="face.none_in_photo")
-        embeddings.append(face.embedding)
-        if best is None or face.area > best[1].area:
-            best = (image, face)
-    assert best is not None
-    mean = np.mean(embeddings, axis=0).astype(np.float32)
-    return PortraitUser(name, None, best[0], best[1], mean, photo_only=True)
-
-
 class PortraitGenerator:
-    """Holds the model cache and face analyzer across calls; switching users switches LoRAs only."""
+    """Holds the model caches and face analyzer across calls; switching users switches LoRAs only.
+
+    ``cache``: the SD1.5 :class:`~easyphoto.diffusion.ModelCache`; ``sdxl_cache``: the
+    :class:`~easyphoto.diffusion.sdxl.SDXLCache` SDXL users are painted on (made on first use, from
+    :func:`~easyphoto.diffusion.sdxl.sdxl_model_config`). Both share the device under
+    ``ModelConfig.sdxl_memory`` (:attr:`memory`).
+    """
 
     def __init__(
         self,
@@ -119,11 +67,20 @@ class PortraitGenerator:
         *,
         model_config: ModelConfig | None = None,
         home: Path | None = None,
+        sdxl_cache: Any = None,
     ) -> None:
+        from ...diffusion.memory import FamilyMemory
         from ...diffusion.models import ModelCache
         from ...face.analyzer import FaceAnalyzer
 
         self.cache = cache or ModelCache(model_config or ModelConfig())
+        #: Keeps, offloads or frees the family not in use (text-to-photo switches through it too).
+        self.memory = FamilyMemory(self.cache.config.sdxl_memory, {"sd15": self.cache})
+        self._sdxl: Any = None
+        if sdxl_cache is not None:
+            self.sdxl_cache = sdxl_cache
+        #: The cache of the face being painted (its user's family), set by :meth:`face`.
+        self._working: Any = self.cache
         self.analyzer = analyzer or FaceAnalyzer()
         self.home = home
         self._users: dict[str, tuple[float, PortraitUser]] = {}
@@ -136,6 +93,27 @@ class PortraitGenerator:
         self._upscalers: Any = None
         self._segmenter: Any = None
         self._restorer: Any = None
+
+    @property
+    def sdxl_cache(self) -> Any:
+        """The SDXL model's cache (SDXL users, text-to-photo's template), made on first use."""
+        if self._sdxl is None:
+            from ...diffusion.sdxl import SDXLCache, sdxl_model_config
+
+            self.sdxl_cache = SDXLCache(sdxl_model_config(self.cache.config))
+        return self._sdxl
+
+    @sdxl_cache.setter
+    def sdxl_cache(self, cache: Any) -> None:
+        self._sdxl = cache
+        self.memory.add("sdxl", cache)
+
+    def use_family(self, family: str) -> Any:
+        """Make room for ``family`` on the device (:attr:`memory`) and return its cache."""
+        cache = self.sdxl_cache if family == "sdxl" else self.cache
+        if len(self.memory.caches) > 1 and self.memory.active != family:
+            self.memory.use(family)
+        return cache
 
     @property
     def upscalers(self) -> Any:
@@ -188,7 +166,10 @@ class PortraitGenerator:
         return hit[1]
 
     def _check_base(self, user: PortraitUser) -> None:
-        current = self.cache.config.base_model
+        if user.family == "sdxl":
+            current = self.sdxl_cache.config.template_model
+        else:
+            current = self.cache.config.base_model
         if user.base_model and str(user.base_model) != str(current):
             log.warning(
                 "user %r was trained on %r but portraits use %r: fine for SD1.5 fine-tunes, "
@@ -218,7 +199,7 @@ class PortraitGenerator:
             (lambda k, n: emit({"type": "step", "pass": label, "step": k, "steps": n})) if emit else None
         )
         result = controlnet_inpaint(
-            self.cache, names, image, mask, controls, weights,
+            self._working, names, image, mask, controls, weights,
             steps=steps, strength=cfg.second_denoise if second else cfg.first_denoise,
             prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
             guidance_scale=cfg.fast_guidance_scale if cfg.fast else cfg.guidance_scale,
@@ -246,15 +227,17 @@ class PortraitGenerator:
         """
         keep = keep if keep is not None else {}
         clock = _Clock(timings)
-        limit = max_crop_side(cfg, self.cache.device)
+        cache = self._working = self.use_family(user.family)
+        cfg = family_config(cfg, cache)
+        limit = max_crop_side(cfg, cache.device)
         crop = crop_face_region(template, face, cfg.crop_ratio, cfg.short_side, limit)
         mask1 = inpaint_mask(crop.face.landmarks, crop.image.shape, cfg.mask_grow)
         clock.tick("analysis")
         if user.lora is not None:
-            self.cache.set_lora(user.lora, cfg.lora_weight)
+            cache.set_lora(user.lora, cfg.lora_weight)
         elif user.photo_only:
-            self.cache.set_lora(None)
-        self.cache.set_fast(cfg.fast)
+            cache.set_lora(None)
+        cache.set_fast(cfg.fast)
         ip = self._ip_adapter(user, cfg)
         clock.tick("ip_adapter")
         first = self._first_pass(crop, mask1, user, cfg, seed, clock, keep, ip)
@@ -282,6 +265,11 @@ class PortraitGenerator:
             scale = PHOTO_IP_SCALE if user.photo_only else 0.0
         if scale <= 0:
             return None, 0.0
+        if user.family != "sd15":
+            raise ConfigError(
+                f"user {user.user_id!r} is an SDXL user: the IP-Adapter runs with SD1.5 users only "
+                "(leave ip_adapter_scale unset or 0)"
+            )
         from ...diffusion.ip_adapter import FaceEmbeds, face_adapter
         from ...face.geometry import crop_face
 
@@ -385,7 +373,6 @@ class PortraitGenerator:
         if not user_ids:
             raise ConfigError("give at least one user id")
         label = template_name or (str(template) if isinstance(template, (str, Path)) else "template")
-        self.cache.set_fast(cfg.fast)  # before any work: a missing LCM-LoRA is a config error
         if cfg.upscale > 1:
             self.upscalers.get(cfg.upscale)  # a missing or broken upscaler too
         t_all = time.perf_counter()
@@ -396,6 +383,8 @@ class PortraitGenerator:
         timings["analysis"] = time.perf_counter() - t0
         ids = assign_faces(faces, user_ids, cfg, label)
         users = {u: self.user(u) for u in ids if u.lower() != SKIP}
+        for family in sorted({u.family for u in users.values()}):  # before any diffusion: a missing
+            (self.sdxl_cache if family == "sdxl" else self.cache).set_fast(cfg.fast)  # LCM-LoRA, SDXL
         seed = (
             cfg.seed
             if cfg.seed is not None and cfg.seed >= 0
@@ -421,6 +410,8 @@ class PortraitGenerator:
             scores.append(FaceScore(i, uid, round(float(score), 4), box))
         t0 = time.perf_counter()
         made = [f for f, uid in zip(faces, ids, strict=False) if uid.lower() != SKIP]
+        if cfg.background != "keep":
+            self.use_family("sd15")  # the background passes run on SD1.5 (tile and canny nets)
         out, backdrop = background_step(
             self.cache, out, faces, made, cfg, seed, picture=background_image,
             segmenter=self.person_segmenter, on_event=on_event,
@@ -449,13 +440,26 @@ class PortraitGenerator:
         self, label: str, ids: list[str], seed: int, users: dict[str, PortraitUser], cfg: GenerateConfig
     ) -> dict[str, Any]:
         """Every parameter a portrait was made with (kept in the PNG)."""
+        families = {u: m.family for u, m in users.items()}
         nets = dict.fromkeys([*cfg.first_controlnets, *cfg.second_controlnets])
-        return {
+        params: dict[str, Any] = {
             "template": label,
             "user_ids": ids,
             "seed": seed,
             "base_model": str(self.cache.config.base_model),
             "controlnets": {n: self.cache.controlnet_source(n) for n in nets},
+        }
+        if "sdxl" in families.values():
+            sdxl = family_config(cfg, self.sdxl_cache)
+            params |= {
+                "families": families,
+                "sdxl_model": str(self.sdxl_cache.config.template_model),
+                "sdxl_controlnets": {
+                    n: self.sdxl_cache.controlnet_source(n)
+                    for n in dict.fromkeys([*sdxl.first_controlnets, *sdxl.second_controlnets])
+                },
+            }
+        return params | {
             "loras": {u: (None if m.photo_only else str(m.lora)) for u, m in users.items()},
             "photo_users": sorted(u for u, m in users.items() if m.photo_only),
             "ip_adapter": {u: m.ip_embeds.adapter for u, m in users.items() if m.ip_embeds is not None},

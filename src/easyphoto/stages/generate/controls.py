@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -100,4 +101,32 @@ def control_images(
     return images, weights
 
 
-__all__ = ["CONTROLS", "ControlInputs", "ControlSpec", "check_controlnets", "control_images"]
+def family_config(cfg: GenerateConfig, cache: Any) -> GenerateConfig:
+    """The settings a face is painted with on ``cache``'s model family: unchanged for SD1.5; for SDXL
+    the crop is worked at ``sdxl_short_side`` (at most that, unless ``max_short_side`` is larger) and
+    each pass keeps the ControlNets SDXL has (:attr:`SDXLCache.controlnet_names`), canny when none
+    is left. See :class:`~easyphoto.config.GenerateConfig`."""
+    if getattr(cache, "family", "sd15") == "sd15":
+        return cfg
+    have = tuple(cache.controlnet_names)
+
+    def usable(names: Sequence[str]) -> tuple[str, ...]:
+        return tuple(n for n in names if n in have) or (("canny",) if "canny" in have else have[:1])
+
+    side = cfg.sdxl_short_side
+    return cfg.replace(
+        short_side=side,
+        max_short_side=max(cfg.max_short_side or side, side),
+        first_controlnets=usable(cfg.first_controlnets),
+        second_controlnets=usable(cfg.second_controlnets),
+    )
+
+
+__all__ = [
+    "CONTROLS",
+    "ControlInputs",
+    "ControlSpec",
+    "check_controlnets",
+    "control_images",
+    "family_config",
+]
