@@ -35,7 +35,7 @@ def astronaut_file(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarr
 def test_help_lists_commands() -> None:
     res = run_cli("--help")
     assert res.returncode == 0
-    for cmd in ("faces", "similarity"):
+    for cmd in ("faces", "similarity", "prepare", "train", "generate", "serve", "worker", "models"):
         assert cmd in res.stdout
 
 
@@ -149,7 +149,7 @@ def test_train_then_generate_from_the_command_line(
         assert min(crop.size) == 96
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "prepare", "serve", "models download"])
+@pytest.mark.parametrize("command", ["train", "generate", "prepare", "serve", "worker", "models download"])
 def test_help_is_plain_and_whole_at_100_columns(command: str, capsys, monkeypatch) -> None:
     """No Typer type placeholders (<int>, <bool>, <list[Path]>), and no option cut off at 100 columns."""
     import re
