@@ -141,7 +141,9 @@ class Probe:
     ``cache.set_lora``. :meth:`take` returns and clears what was recorded.
     """
 
-    def __init__(self, cache: Any, first_names: tuple[str, ...], sync: bool) -> None:
+    def __init__(
+        self, cache: Any, first_names: tuple[str, ...], sync: bool, second_names: tuple[str, ...] = ()
+    ) -> None:
         self.sync = sync
         self.records: list[dict[str, Any]] = []
         self.lora_s: list[float] = []
@@ -151,7 +153,12 @@ class Probe:
         def inpaint_controlnet(names):
             t0 = probe.now()
             pipe = build(names)
-            label = PASSES[0] if tuple(names) == tuple(first_names) else PASSES[1]
+            if tuple(names) == tuple(first_names):
+                label = PASSES[0]
+            elif tuple(names) == tuple(second_names) or not second_names:
+                label = PASSES[1]
+            else:  # the background passes (tile + canny, or canny) are none of the two
+                label = "background"
             return _TimedPipe(pipe, label, probe.now() - t0, probe)
 
         def timed_set_lora(path, weight=0.9):
@@ -394,7 +401,7 @@ def main() -> None:
     model_config = ModelConfig(base_model=str(model_dir), local_files_only=True)
     t0 = time.perf_counter()
     gen = PortraitGenerator(ModelCache(model_config, device=args.device), home=home)
-    probe = Probe(gen.cache, cfg.first_controlnets, cuda)
+    probe = Probe(gen.cache, cfg.first_controlnets, cuda, cfg.second_controlnets)
     portrait = gen.generate(template, ["alice"], cfg)
     cold = finish_row(portrait, probe.now() - t0, gen, probe)
     cold["rss"] = peak_rss_gb()

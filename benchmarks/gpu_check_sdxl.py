@@ -65,6 +65,7 @@ def sdxl(ctx: Ctx) -> str:
         maker = template_maker(
             model_config=ctx.cache.config.replace(template_model=str(folder), sdxl_memory=policy)
         )
+        gen.memory.policy = policy  # the generator's policy rules the switches (text_to_photo)
         _run(ctx, gen, maker, t2p)  # cold: loads SDXL, builds pipelines
         reset_peak()
         portrait, warm = _run(ctx, gen, maker, t2p)

@@ -95,10 +95,10 @@ def text_to_photo(
     optionally held to ``pose`` (a shipped pose name or an OpenPose image) and styled by ``scene_lora``
     (a file; default ``config.scene_lora``); then the portrait pipeline paints ``user_ids`` in.
 
-    The SDXL and SD1.5 models share the device under ``ModelConfig.sdxl_memory``; SDXL users are painted
-    on the template's SDXL model (the same loaded modules: the maker's cache is the generator's SDXL
-    cache). The portrait's seed
-    is the template's unless ``generate_config.seed`` is set. Returns the
+    The SDXL and SD1.5 models share the device under the generator's ``ModelConfig.sdxl_memory``
+    (:attr:`PortraitGenerator.memory`); SDXL users are painted on the template's SDXL model (the same
+    loaded modules: the maker's cache is the generator's SDXL cache). The portrait's seed is the
+    template's unless ``generate_config.seed`` is set. Returns the
     :class:`~easyphoto.stages.generate.Portrait`: its ``params["text2photo"]`` holds every template
     parameter (prompt, seed, size, model, pose, LoRA) and ``intermediates["template"]`` the template.
     """
