@@ -179,3 +179,19 @@ def test_text_to_photo_paints_an_sdxl_user_with_the_templates_model(
     assert np.abs(portrait.array.astype(int) - template).max() > 0, "the face was not painted"
     # the scene LoRA of a template and the user's LoRA take turns on the same modules
     assert xl.lora_path is not None and xl._active == {"easyphoto_user": XL.lora_weight}
+
+
+def test_sdxl_cache_reset_cleans_what_a_failed_job_left(gen, astronaut: np.ndarray) -> None:
+    from easyphoto.diffusion.lora import lora_config
+
+    cfg = XL.replace(second_steps=0)
+    before = gen.generate(astronaut, ["xlbob"], cfg).array
+    xl = gen.sdxl_cache
+    unet = xl.components()["unet"]
+    unet.add_adapter(lora_config(rank=2, alpha=2), adapter_name="crashed_training")  # as a failed job
+    unet.train()
+    cleaned = xl.reset()
+    assert "sdxl unet: adapter crashed_training" in cleaned and "sdxl unet: training mode" in cleaned
+    assert xl.reset() == [] and xl.lora_path is not None  # clean now; the user's LoRA stays loaded
+    assert np.array_equal(gen.generate(astronaut, ["xlbob"], cfg).array, before)
+    assert xl.load_count["sdxl:lora"] == 1

@@ -434,6 +434,33 @@ class SDXLCache:
             pipe.vae.enable_tiling()
         return pipe
 
+    def reset(self) -> list[str]:
+        """Bring the shared modules back to the state the next job expects (as
+        :meth:`ModelCache.reset <easyphoto.diffusion.models.ModelCache.reset>`): adapters this cache did
+        not load (a failed training's) deleted, training mode, gradients and gradient checkpointing off;
+        the scene and user LoRAs it manages are kept. Returns what was cleaned."""
+        if self._base is None:
+            return []
+        from .lora import delete_adapters
+        from .lora_trainer import disable_checkpointing
+
+        ours = {n for n, key in ((SCENE_ADAPTER, self._scene), (USER_ADAPTER, self._user)) if key}
+        cleaned: list[str] = []
+        for part in ("unet", "text_encoder", "text_encoder_2"):
+            module = self._base[part]
+            cleaned += [f"sdxl {part}: adapter {n}" for n in delete_adapters(module, keep=ours)]
+            if module.training or any(p.requires_grad for p in module.parameters()):
+                cleaned.append(f"sdxl {part}: training mode")
+            module.eval()
+            module.requires_grad_(False)
+            if disable_checkpointing(module):
+                cleaned.append(f"sdxl {part}: gradient checkpointing")
+        if ours:
+            self._activate(self._active)
+        if cleaned:
+            log.warning("SDXL model cache cleaned after a job: %s", "; ".join(cleaned))
+        return cleaned
+
     # ------------------------------------------------------------------ memory
     def modules(self) -> list[torch.nn.Module]:
         """Every loaded torch module (base and ControlNets), for memory moves."""
