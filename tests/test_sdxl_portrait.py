@@ -195,3 +195,28 @@ def test_sdxl_cache_reset_cleans_what_a_failed_job_left(gen, astronaut: np.ndarr
     assert xl.reset() == [] and xl.lora_path is not None  # clean now; the user's LoRA stays loaded
     assert np.array_equal(gen.generate(astronaut, ["xlbob"], cfg).array, before)
     assert xl.load_count["sdxl:lora"] == 1
+
+
+def test_cli_generates_an_sdxl_user(
+    tiny_model_dir, sdxl_dir, xl_home, astronaut, tmp_path, monkeypatch, capsys
+) -> None:
+    from easyphoto.cli.app import main
+    from easyphoto.imageio import save_png
+    from easyphoto.stages.generate import read_png_params
+
+    monkeypatch.setenv("EASYPHOTO_HOME", str(xl_home))
+    template = save_png(astronaut, tmp_path / "astronaut.png")
+    code = main([
+        "generate", "--template", str(template), "--user-id", "xlbob", "--base-model", str(tiny_model_dir),
+        "--template-model", str(sdxl_dir), "--sdxl-short-side", "96", "--first-steps", "4",
+        "--second-steps", "0", "--face-upscale", "off", "--seed", "3", "--device", "cpu",
+        "--out", str(tmp_path / "out"), "--json",
+    ])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    [entry] = json.loads(out.out)
+    params = read_png_params(entry["output"])
+    assert params["sdxl_model"] == str(sdxl_dir) and params["families"] == {"xlbob": "sdxl"}
+    cfg = params["config"]
+    assert (cfg["sdxl_short_side"], cfg["face_upscale"], cfg["second_steps"]) == (96, "off", 0)
+    assert cfg["prompt"] == GenerateConfig().prompt  # the portrait passes keep their own prompt

@@ -51,6 +51,8 @@ def generate(
     guidance_scale: Annotated[float | None, setting(G, "guidance_scale")] = None,
     upscale: Annotated[int | None, setting(G, "upscale")] = None,
     max_short_side: Annotated[int | None, setting(G, "max_short_side")] = None,
+    face_upscale: Annotated[str | None, setting(G, "face_upscale")] = None,
+    sdxl_short_side: Annotated[int | None, setting(G, "sdxl_short_side")] = None,
     face_restore: Annotated[bool | None, setting(G, "face_restore")] = None,
     background: Annotated[str | None, setting(G, "background")] = None,
     background_prompt: Annotated[str | None, setting(G, "background_prompt")] = None,
@@ -74,25 +76,17 @@ def generate(
     from ..workflows import generate_batch
 
     check_output_dir(out)
-    cfg = GenerateConfig.from_layers(
-        overrides(
-            seed=seed, lora_weight=lora_weight, first_steps=first_steps, first_denoise=first_denoise,
-            second_steps=second_steps, second_denoise=second_denoise, second_scale=second_scale,
-            short_side=short_side, crop_ratio=crop_ratio, guidance_scale=guidance_scale, fast=fast or None,
-            before_fusion_ratio=before_fusion_ratio, after_fusion_ratio=after_fusion_ratio,
-            apply_fusion_before=None if before_fusion_ratio is None else before_fusion_ratio > 0,
-            apply_fusion_after=None if after_fusion_ratio is None else after_fusion_ratio > 0,
-            ip_adapter_scale=ip_adapter_scale, upscale=upscale, max_short_side=max_short_side,
-            background=background or ("replace" if background_image else None),
-            background_prompt=background_prompt, face_restore=face_restore,
-        )
-    )  # fmt: skip
+    # the settings given as options (--prompt is text-to-photo's, not the portrait passes' prompt)
+    given = {k: v for k, v in locals().items() if k in G.model_fields and k != "prompt"}
+    cfg = _settings(given, before_fusion_ratio, after_fusion_ratio, background_image)
+    mc = model_config(base_model, device, dtype)
+    mc = mc.replace(template_model=template_model) if template_model else mc  # also SDXL users' model
     if prompt is not None or not template:
         opts = t2p.Options(prompt, pose, size, scene_lora, template_model, as_json, save_intermediates)
-        return t2p.run_text_to_photo(opts, user_id or [], cfg, out, model_config(base_model, device, dtype))
+        return t2p.run_text_to_photo(opts, user_id or [], cfg, out, mc)
     batch = generate_batch(
         [(p, str(p)) for p in template], user_id or [], cfg, out,
-        model_config=model_config(base_model, device, dtype), keep_intermediates=save_intermediates,
+        model_config=mc, keep_intermediates=save_intermediates,
         photos=photo or None, on_event=None if as_json else ProgressPrinter(),
         background_image=background_image,
     )  # fmt: skip
@@ -104,6 +98,20 @@ def generate(
         typer.echo(json.dumps(results, indent=2))
     if batch.errors:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _settings(
+    given: dict[str, Any], before_fusion: float | None, after_fusion: float | None, picture: Path | None
+) -> GenerateConfig:
+    """The :class:`GenerateConfig` of the options given (unset ones keep the schema's defaults): a fusion
+    ratio of 0 switches that fusion off, a background picture implies ``background="replace"``."""
+    extra = {
+        "fast": given.get("fast") or None,
+        "apply_fusion_before": None if before_fusion is None else before_fusion > 0,
+        "apply_fusion_after": None if after_fusion is None else after_fusion > 0,
+        "background": given.get("background") or ("replace" if picture else None),
+    }
+    return GenerateConfig.from_layers(overrides(**(given | extra)))
 
 
 class ProgressPrinter:
