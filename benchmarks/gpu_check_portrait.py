@@ -277,6 +277,13 @@ def cpu_offload(ctx: Ctx) -> str:
         free_memory()
 
 
+def sdxl_user(ctx: Ctx) -> str:
+    """An SDXL user's portrait on the template: :mod:`gpu_check_sdxl`."""
+    import gpu_check_sdxl
+
+    return gpu_check_sdxl.sdxl_user(ctx)
+
+
 def sdxl(ctx: Ctx) -> str:
     """Text-to-photo (SDXL template, then the portrait): :mod:`gpu_check_sdxl`."""
     import gpu_check_sdxl

@@ -1,11 +1,14 @@
-"""The GPU check's ``sdxl`` path: text-to-photo end to end, timed, under two memory policies.
+"""The GPU check's ``sdxl`` path: text-to-photo end to end, timed, under two memory policies; and the
+``sdxl_user`` path: an SDXL user's portrait on a template photo.
 
 SDXL base's architecture with random weights (+ its openpose ControlNet; the tiny SDXL in the dry run)
 draws a template at the default 1024 px / 30 steps, then the portrait pipeline of the ``portrait`` path
 paints the user in (the stub analyzer reports one centred face, so the random template still gets one).
 Measured, warm: the whole text-to-photo (target ≤ 10 s on one H100), the template alone, a posed template,
 and ``max_memory_allocated`` with ``sdxl_memory="offload"`` (SDXL waits in RAM while SD1.5 paints)
-against ``"keep"`` (both on the GPU).
+against ``"keep"`` (both on the GPU). ``sdxl_user``: a stand-in SDXL user (a rank-``TrainConfig.rank``
+LoRA of zero effect on the UNet and both text encoders, made on the loaded modules) painted into the
+template at the default settings (1024 px crop, SDXL canny + openpose, 50/20 steps), cold then warm.
 """
 
 from __future__ import annotations
@@ -93,4 +96,77 @@ def sdxl(ctx: Ctx) -> str:
     )
 
 
-__all__ = ["GPU_SDXL_DIR", "TARGET_TEXT2PHOTO_S", "sdxl"]
+def write_sdxl_standin_user(ctx: Ctx, cache: Any, folder: Path, user: str = "xlstandin") -> str:
+    """A user folder with an SDXL kohya LoRA of zero effect (peft's gaussian init, rank and alpha of
+    ``TrainConfig``) made on ``cache``'s modules and taken off again; ``family: sdxl``. Returns its id."""
+    import json
+
+    import numpy as np
+    from gpu_check_setup import STUB_EMBEDDING
+
+    from easyphoto.config import TrainConfig
+    from easyphoto.diffusion.lora import TEXT_ENCODER_TARGETS, delete_adapters, lora_config
+    from easyphoto.diffusion.lora_sdxl import save_lora_kohya_sdxl
+    from easyphoto.imageio import save_png
+    from easyphoto.store import user_dir
+
+    tc = TrainConfig()
+    parts = cache.components()
+    modules = [parts["unet"], parts["text_encoder"], parts["text_encoder_2"]]
+    target = user_dir(user, ctx.home)
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        modules[0].add_adapter(lora_config(rank=tc.rank, alpha=tc.alpha), adapter_name="gpu_check_xl")
+        for te in modules[1:]:
+            te_lora = lora_config(rank=tc.rank, alpha=tc.alpha, targets=TEXT_ENCODER_TARGETS)
+            te.add_adapter(te_lora, adapter_name="gpu_check_xl")
+        save_lora_kohya_sdxl(target / "lora.safetensors", *modules, adapter_name="gpu_check_xl")
+    finally:
+        for module in modules:
+            delete_adapters(module, names={"gpu_check_xl"})
+    save_png(ctx.template, target / "ref.png")
+    np.save(target / "embedding.npy", STUB_EMBEDDING)
+    meta = {"user_id": user, "base_model": str(folder), "family": "sdxl", "rank": tc.rank, "alpha": tc.alpha}
+    (target / "meta.json").write_text(json.dumps(meta) + "\n")
+    return user
+
+
+def sdxl_user(ctx: Ctx) -> str:
+    """An SDXL user's portrait on the template (dry run: the tiny SDXL at the dry run's crop size)."""
+    from easyphoto.diffusion.sdxl import SDXLCache
+
+    folder = _sdxl_folder(ctx)
+    if ctx.cache is None:
+        ctx.cache = ctx.new_cache()
+    if ctx.gen is None:
+        ctx.gen, ctx.probe = _generator(ctx, ctx.cache)
+    gen = ctx.gen
+    gen.sdxl_cache = SDXLCache(ctx.cache.config.replace(template_model=str(folder), sdxl_memory="offload"))
+    user = write_sdxl_standin_user(ctx, gen.sdxl_cache, folder)
+    cfg = _config(ctx)
+    cfg = cfg.replace(sdxl_short_side=cfg.short_side) if ctx.dry_run else cfg
+    times = []
+    for _ in range(2):  # cold (loads SDXL, its nets and the LoRA), then warm
+        sync()
+        reset_peak()
+        t0 = time.perf_counter()
+        portrait = gen.generate(ctx.template, [user], cfg)
+        sync()
+        times.append(time.perf_counter() - t0)
+    if portrait.params.get("families") != {user: "sdxl"}:
+        raise AssertionError(f"the SDXL user was not painted on SDXL: {portrait.params.get('families')}")
+    loads = dict(gen.sdxl_cache.load_count)
+    ctx.metric("sdxl_portrait_s", times[1], "s", note=f"warm, {cfg.sdxl_short_side} px crop, "
+               f"{cfg.first_steps}/{cfg.second_steps} steps")  # fmt: skip
+    ctx.metric("sdxl_portrait_cold_s", times[0], "s")
+    ctx.metric("sdxl_portrait_peak_gb", peak_gb(), "GB")
+    gen.sdxl_cache.release()
+    first = portrait.timings.get("first_diffusion", 0.0)
+    second = portrait.timings.get("second_diffusion", 0.0)
+    return (
+        f"warm {times[1]:.2f} s (first pass {first:.2f} s, second {second:.2f} s), cold {times[0]:.2f} s, "
+        f"peak {gb(peak_gb())}; loads {loads}"
+    )
+
+
+__all__ = ["GPU_SDXL_DIR", "TARGET_TEXT2PHOTO_S", "sdxl", "sdxl_user", "write_sdxl_standin_user"]
