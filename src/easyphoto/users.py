@@ -4,7 +4,7 @@ A user model is one folder, replaced as a whole when a training finishes (:func:
 writes a staging folder and swaps it in, so a crash leaves the previous model)::
 
     EASYPHOTO_HOME/users/<id>/
-        lora.safetensors   kohya/A1111 keys (lora_unet_…, lora_te_…), alpha per module, metadata
+        lora.safetensors   kohya/A1111 keys (lora_unet_…, lora_te_…; SDXL lora_te1_/2_…), alphas, metadata
         meta.json          versioned metadata (:class:`UserMeta`): family, base model, scores, settings
         face_id.png        the best validation render (or the reference photo: ``face_id_source``)
         ref.png            the reference photo the face is taken from in generation
@@ -342,7 +342,8 @@ class TrainingState:
 
     A checkpoint is committed by writing ``state.json`` last: the adapter weights and optimizer state
     it names (``resume_file``, ``optimizer_file``, one pair per step) are already on disk, so a crash at
-    any moment leaves a state whose files all belong to the same step.
+    any moment leaves a state whose files all belong to the same step. ``family``: the base model's
+    family (a resume continues on the same one; states written before SDXL training are ``sd15``).
     """
 
     step: int
@@ -352,6 +353,7 @@ class TrainingState:
     dataset: str
     resume_file: str = RESUME_FILE
     optimizer_file: str = OPTIMIZER_FILE
+    family: str = "sd15"
 
     @classmethod
     def load(cls, user_id: str, home: Path | None = None) -> TrainingState:
@@ -367,7 +369,10 @@ class TrainingState:
                 dataset=str(data.get("dataset") or ""),
                 resume_file=Path(str(data.get("resume_file") or RESUME_FILE)).name,
                 optimizer_file=Path(str(data.get("optimizer_file") or OPTIMIZER_FILE)).name,
+                family=str(data.get("family") or "sd15"),
             )
+            if state.family not in FAMILIES:
+                raise ValueError(f"family {state.family!r}")
             return state
         except FileNotFoundError:
             raise UserModelError(user_id, f"work/{STATE_FILE}", "no interrupted training to resume") from None

@@ -56,29 +56,14 @@ def train(
     """Train a user's face LoRA from a prepared dataset (see :func:`easyphoto.stages.train.train`).
 
     ``config.validation_templates`` are painted at each validation with the portrait pipeline's first
-    pass. Keyword arguments go to the training stage (``model_config``, ``cache``, ``on_event``,
-    ``should_stop``, ``resume``, ``analyzer``, ``home``).
+    pass (SD1.5 users only so far). Keyword arguments go to the training stage (``model_config``,
+    ``cache``, ``on_event``, ``should_stop``, ``resume``, ``analyzer``, ``home``). An SDXL base model
+    trains an SDXL user (:func:`easyphoto.stages.train.training_cache`).
     """
     from .stages.train import train as train_stage
 
     cfg = config or TrainConfig()
-    cache = kwargs.get("cache")
-    check_sd15_base(cache.config if cache is not None else kwargs.get("model_config"), "training")
     return train_stage(user_id, dataset, cfg, extra_validation=_extra_validation(cfg), **kwargs)
-
-
-def check_sd15_base(model_config: ModelConfig | None, what: str) -> None:
-    """Refuse an SDXL base model (told from its files, before anything is loaded) where the SD1.5
-    pipeline runs: ``what`` is "training" or "the portrait pipeline". A base of unknown family passes."""
-    from .diffusion.families import model_family
-
-    mc = model_config if model_config is not None else ModelConfig()
-    if model_family(str(mc.base_model), local_files_only=True) == "sdxl":
-        raise ConfigError(
-            f"base model {mc.base_model!r} is SDXL, but {what} runs on SD1.5: give an SD1.5 base model "
-            "(--base-model, EASYPHOTO_BASE_MODEL); SDXL serves text-to-photo's template "
-            "(--template-model), and SDXL user models are not available yet"
-        )
 
 
 def prepare_and_train(
@@ -105,15 +90,17 @@ def prepare_and_train(
     ``contact_sheet``: also draw the kept/rejected photos there (written even when too few are usable).
     Returns the :class:`~easyphoto.stages.train.TrainResult`.
     """
-    from .stages.train import train_locked
+    from .stages.train import check_settings, train_locked, training_cache
     from .users import recover
 
     user_id = validate_user_id(user_id)
-    check_sd15_base(cache.config if cache is not None else model_config, "training")
     home = home or easyphoto_home()
     for line in recover(home):  # what a crashed earlier run left behind
         log.warning("repaired: %s", line)
     tcfg = train_config or TrainConfig()
+    cache = training_cache(cache, model_config)  # SD1.5 or SDXL, by the base model; nothing loaded
+    prepare_config = (prepare_config or PrepareConfig()).for_family(cache.family)  # crops at its size
+    check_settings(tcfg, cache)  # before the photos are prepared
     if not resume and bool(photos) == (dataset is not None):
         raise ConfigError("give either photos or a prepared dataset")
     with user_lock(user_id, home, what="training"):
@@ -445,7 +432,6 @@ __all__ = [
     "BatchStopped",
     "check_families",
     "check_generation",
-    "check_sd15_base",
     "check_users",
     "default_portrait_name",
     "errors_to_exception",

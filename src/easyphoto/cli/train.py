@@ -24,7 +24,12 @@ def train(
         Path | None, typer.Option("--dataset", help="A folder made by `easyphoto prepare` instead of photos.")
     ] = None,
     base_model: Annotated[
-        str | None, typer.Option("--base-model", help="HF id, diffusers folder or .safetensors file.")
+        str | None,
+        typer.Option(
+            "--base-model",
+            help="HF id, diffusers folder or .safetensors file; SD1.5 or SDXL (an SDXL base trains an "
+            "SDXL user at 1024 px).",
+        ),
     ] = None,
     max_steps: Annotated[int | None, setting(T, "max_steps")] = None,
     rank: Annotated[int | None, setting(T, "rank")] = None,

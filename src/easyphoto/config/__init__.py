@@ -28,7 +28,14 @@ from .base import (
 from .models import ModelConfig
 from .presets import CONFIG_CLASSES, PRESET_ENV, effective_config, preset
 from .server import MB, ServerSettings
-from .stages import FaceConfig, GenerateConfig, PrepareConfig, Text2PhotoConfig, TrainConfig
+from .stages import (
+    FAMILY_RESOLUTION,
+    FaceConfig,
+    GenerateConfig,
+    PrepareConfig,
+    Text2PhotoConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "CONFIG_CLASSES",
@@ -40,4 +47,4 @@ __all__ = [
 ]
 __all__ += ["TRIGGER_CAPTION", "FaceConfig", "GenerateConfig", "ModelConfig", "PrepareConfig", "TrainConfig"]
 __all__ += ["ServerSettings", "Text2PhotoConfig", "config_error", "easyphoto_home", "effective_config"]
-__all__ += ["preset"]
+__all__ += ["FAMILY_RESOLUTION", "preset"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..errors import ConfigError
 from .base import PORTRAIT_NEGATIVE_PROMPT, PORTRAIT_PROMPT, TRIGGER_CAPTION, _multiple_of_8, _Settings
 
 
@@ -28,6 +29,12 @@ class FaceConfig(_Settings):
     embedding_jitters: int = Field(1, ge=1, le=100, description="Re-samplings averaged per embedding.")
 
 
+#: Training and validation size of each base-model family, px, when ``TrainConfig`` leaves it unset:
+#: SD1.5 was trained at 512², SDXL at 1024² (at 512 SDXL's faces come out smeared); EasyPhoto trains
+#: each at that size.
+FAMILY_RESOLUTION: dict[str, int] = {"sd15": 512, "sdxl": 1024}
+
+
 class TrainConfig(_Settings):
     """Face-LoRA training settings (EasyPhoto's defaults, DESIGN §4).
 
@@ -37,9 +44,20 @@ class TrainConfig(_Settings):
     (one text-to-image render per seed, plus one portrait per ``validation_templates`` entry with the
     portrait pipeline's first pass) and scored by face-ID; the ``fuse_top_k`` best checkpoints are fused
     exactly. Validation templates are server files: only the operator may set them (not a request).
+
+    ``resolution`` and ``validation_size`` unset mean the base model family's own size
+    (:data:`FAMILY_RESOLUTION`: 512 for SD1.5, 1024 for SDXL, the sizes each was trained at and
+    EasyPhoto's defaults for each); the training stage resolves them with :meth:`for_family` once it
+    knows the family, logs them, and records the resolved numbers in the user model. A value set
+    explicitly wins for either family.
     """
 
-    resolution: int = Field(512, ge=64, le=2048, description="Training resolution, px (multiple of 8).")
+    resolution: int | None = Field(
+        None,
+        ge=64,
+        le=2048,
+        description="Training resolution, px (multiple of 8); unset: 512 (SD1.5), 1024 (SDXL).",
+    )
     max_steps: int | None = Field(None, ge=1, le=100_000, description="Optimizer steps; unset: from photos.")
     steps_per_photo: int = Field(
         200, ge=1, le=10_000, description="Steps per kept photo when max_steps unset."
@@ -66,8 +84,11 @@ class TrainConfig(_Settings):
     validation_seeds: tuple[int, ...] = Field(
         (1234, 4321), max_length=16, description="One text-to-image validation render per seed."
     )
-    validation_size: int = Field(
-        512, ge=64, le=2048, description="Validation render size, px (multiple of 8)."
+    validation_size: int | None = Field(
+        None,
+        ge=64,
+        le=2048,
+        description="Validation render size, px (multiple of 8); unset: 512 (SD1.5), 1024 (SDXL).",
     )
     validation_steps: int = Field(20, ge=1, le=1000, description="Inference steps per validation render.")
     validation_guidance: float = Field(7.0, ge=0, le=30, description="CFG scale of validation renders.")
@@ -89,7 +110,26 @@ class TrainConfig(_Settings):
     fuse_rank: int | None = Field(None, ge=1, le=1024, description="Rank of the fused LoRA; unset: rank.")
     keep_checkpoints: bool = Field(False, description="Keep the run's checkpoints after success.")
 
-    _sizes = field_validator("resolution", "validation_size")(_multiple_of_8)
+    @field_validator("resolution", "validation_size")
+    @classmethod
+    def _sizes(cls, value: int | None) -> int | None:
+        return None if value is None else _multiple_of_8(value)
+
+    def for_family(self, family: str | None) -> TrainConfig:
+        """This config with the unset sizes (``resolution``, ``validation_size``) set to ``family``'s
+        (:data:`FAMILY_RESOLUTION`); ``family=None`` (not known yet) leaves them unset."""
+        return _sized(self, family, ("resolution", "validation_size"))
+
+
+def _sized(cfg: Any, family: str | None, fields: tuple[str, ...]) -> Any:
+    """``cfg`` with its unset size ``fields`` set to ``family``'s :data:`FAMILY_RESOLUTION`."""
+    size = FAMILY_RESOLUTION.get(family) if family is not None else None
+    if size is None:
+        if family is not None:
+            raise ConfigError(f"unknown model family {family!r}; known: {', '.join(FAMILY_RESOLUTION)}")
+        return cfg
+    changes = {k: size for k in fields if getattr(cfg, k) is None}
+    return cfg.replace(**changes) if changes else cfg
 
 
 class PrepareConfig(_Settings):
@@ -106,7 +146,13 @@ class PrepareConfig(_Settings):
     another person 0.76+. EasyPhoto keeps the 15 most similar photos.
     """
 
-    resolution: int = Field(512, ge=64, le=2048, description="Side of each square training crop, px.")
+    resolution: int | None = Field(
+        None,
+        ge=64,
+        le=2048,
+        description="Side of each square training crop, px; unset: the training's size (SD1.5 512, "
+        "SDXL 1024).",
+    )
     crop_ratio: float = Field(
         3.0, ge=1, le=10, description="Crop size in face sizes (3: one face each side)."
     )
@@ -130,7 +176,16 @@ class PrepareConfig(_Settings):
     retouch_strength: float = Field(0.5, ge=0, le=1, description="Skin smoothing strength.")
     caption: str = Field(TRIGGER_CAPTION, min_length=1, max_length=500, description="Caption of every image.")
 
-    _sizes = field_validator("resolution")(_multiple_of_8)
+    @field_validator("resolution")
+    @classmethod
+    def _size(cls, value: int | None) -> int | None:
+        return None if value is None else _multiple_of_8(value)
+
+    def for_family(self, family: str | None) -> PrepareConfig:
+        """This config with an unset ``resolution`` set to ``family``'s training size
+        (:data:`FAMILY_RESOLUTION`): photos for an SDXL user are cropped at 1024, not at 512 and then
+        enlarged 2× by the trainer. ``None`` leaves it unset (:func:`easyphoto.prepare` then uses 512)."""
+        return _sized(self, family, ("resolution",))
 
     @model_validator(mode="after")
     def _check(self) -> PrepareConfig:

@@ -6,6 +6,11 @@ accelerate (gradient accumulation, mixed precision on CUDA). It knows images and
 the training stage (:mod:`easyphoto.stages.train`) scores what :meth:`LoraTrainer.render_validation`
 renders. If construction fails half-way, the adapters it added are removed again, so the shared cache
 is never left with a half-built training on it.
+
+What the SD1.5 and SDXL trainers (:class:`~easyphoto.diffusion.lora_trainer_sdxl.SDXLLoraTrainer`)
+share lives here once: :class:`AdapterTraining` (evaluation mode for validation renders, the peft state
+of a resumable checkpoint, the seeded validation renders), :func:`make_accelerator` and the optimizer
+choice.
 """
 
 from __future__ import annotations
@@ -32,31 +37,123 @@ class TrainingImages(Protocol):
     def __len__(self) -> int: ...
 
 
-class LoraTrainer:
+class AdapterTraining:
+    """What every LoRA trainer offers the training stage besides its step: evaluation mode for the
+    validation renders (:meth:`inference`), the adapters' peft state for a resumable checkpoint
+    (:meth:`peft_state`, :meth:`load_peft_state`) and the seeded validation renders (:meth:`_render`).
+
+    A subclass sets ``accelerator``, ``config`` and ``unet`` and lists its text encoders by peft-state
+    prefix in :meth:`_text_encoders` (SD1.5: ``text_encoder``; SDXL: also ``text_encoder_2``).
+    """
+
+    accelerator: Any
+    config: TrainConfig
+    unet: Any
+
+    def _text_encoders(self) -> dict[str, Any]:
+        """The text encoders (as prepared by accelerate) by their peft-state prefix."""
+        raise NotImplementedError
+
+    def _unwrap(self, model: Any) -> Any:
+        return self.accelerator.unwrap_model(model) if hasattr(self, "accelerator") else model
+
+    def _parts(self) -> dict[str, Any]:
+        """The unwrapped UNet and text encoders by peft-state prefix."""
+        parts = {"unet": self.unet, **self._text_encoders()}
+        return {k: self._unwrap(v) for k, v in parts.items()}
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode, no gradients, and autocast under mixed precision (as diffusers' LoRA scripts)."""
+        import torch
+
+        parts = self._parts()
+        unet, encoders = parts.pop("unet"), list(parts.values())
+        was_training = unet.training
+        for module in (unet, *encoders):
+            module.eval()
+        device = self.accelerator.device
+        mp = self.accelerator.mixed_precision
+        autocast: Any = contextlib.nullcontext()
+        if mp in ("fp16", "bf16") and _autocast_ok(device.type, mp):
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+        try:
+            with torch.no_grad(), autocast:
+                yield
+        finally:
+            unet.train(was_training)
+            for te in encoders:
+                te.train(was_training and self.config.train_text_encoder)
+
+    def peft_state(self) -> dict[str, Any]:
+        """The adapters as peft state dicts (keys prefixed ``unet.``, ``text_encoder.``, …), for resuming."""
+        from peft.utils import get_peft_model_state_dict
+
+        parts = self._parts()
+        if not self.config.train_text_encoder:
+            parts = {"unet": parts["unet"]}
+        out: dict[str, Any] = {}
+        for prefix, model in parts.items():
+            state = get_peft_model_state_dict(model, adapter_name=TRAIN_ADAPTER, save_embedding_layers=False)
+            out.update({f"{prefix}.{k}": v.detach().cpu() for k, v in state.items()})
+        return out
+
+    def load_peft_state(self, state: dict[str, Any]) -> None:
+        """Restore adapters saved by :meth:`peft_state`."""
+        from peft.utils import set_peft_model_state_dict
+
+        for prefix, model in self._parts().items():
+            part = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            if part:
+                set_peft_model_state_dict(model, part, adapter_name=TRAIN_ADAPTER)
+
+    def _render(self, pipe: Any, size: int, **extra: Any) -> list[np.ndarray]:
+        """One ``size``² text-to-image render per validation seed (RGB uint8) with the live adapters."""
+        import logging
+
+        import torch
+
+        cfg = self.config
+        pipe.set_progress_bar_config(disable=True)
+        images = []
+        with self.inference():
+            for seed in cfg.validation_seeds:
+                out = pipe(
+                    cfg.validation_prompt,
+                    negative_prompt=cfg.validation_negative_prompt,
+                    num_inference_steps=cfg.validation_steps,
+                    guidance_scale=cfg.validation_guidance,
+                    height=size,
+                    width=size,
+                    generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+                    output_type="np",
+                    **extra,
+                ).images[0]
+                if not np.all(np.isfinite(out)):  # an fp16 overflow: a black image scores 0, not a crash
+                    logging.getLogger("easyphoto.train").warning("validation render (seed %s) is NaN", seed)
+                    out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+                images.append(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
+        return images
+
+
+class LoraTrainer(AdapterTraining):
     """The training loop's state: LoRA adapters on the cache's UNet/text encoder, optimizer, data.
 
-    Kept small and explicit so tests can drive single steps (:meth:`step`) on tiny models.
+    Kept small and explicit so tests can drive single steps (:meth:`step`) on tiny models. Sizes left
+    unset in ``config`` are SD1.5's (:meth:`TrainConfig.for_family`: 512).
     """
 
     def __init__(self, cache: Any, data: TrainingImages, config: TrainConfig) -> None:
         import torch
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        config = config.for_family("sd15")
         self.cache = cache
         self.data = data
         self.config = config
         device = cache.device
         optimizer_cls, optimizer_kw = _optimizer_class(config, device)  # refuses before touching the cache
-        mp = mixed_precision(config.mixed_precision, device, getattr(cache, "dtype", None))
-        if device.type == "cuda" and device.index is not None:
-            torch.cuda.set_device(device)  # accelerate trains on the current GPU: make it the cache's
-        try:
-            self.accelerator = Accelerator(
-                gradient_accumulation_steps=config.grad_accum, mixed_precision=mp, cpu=device.type == "cpu"
-            )
-        except ValueError as exc:  # e.g. bf16 on a GPU without it, fp16 on an old torch for MPS
-            raise ConfigError(f"mixed_precision {mp!r} cannot run on {device}: {exc}") from None
+        self.accelerator = make_accelerator(config, device, getattr(cache, "dtype", None))
         set_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
@@ -131,8 +228,8 @@ class LoraTrainer:
                 if isinstance(module, BaseTunerLayer):
                     module.set_adapter(TRAIN_ADAPTER)
 
-    def _unwrap(self, model: Any) -> Any:
-        return self.accelerator.unwrap_model(model) if hasattr(self, "accelerator") else model
+    def _text_encoders(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder}
 
     def kohya_state(self) -> dict[str, Any]:
         """The current adapters as a kohya state dict (CPU, fp32)."""
@@ -141,32 +238,6 @@ class LoraTrainer:
         te = self._unwrap(self.text_encoder) if self.config.train_text_encoder else None
         state = kohya_state_dict(self._unwrap(self.unet), te, adapter_name=TRAIN_ADAPTER)
         return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-
-    def peft_state(self) -> dict[str, Any]:
-        """The adapters as peft state dicts, for resuming."""
-        from peft.utils import get_peft_model_state_dict
-
-        out = {
-            f"unet.{k}": v.detach().cpu()
-            for k, v in get_peft_model_state_dict(
-                self._unwrap(self.unet), adapter_name=TRAIN_ADAPTER, save_embedding_layers=False
-            ).items()
-        }
-        if self.config.train_text_encoder:
-            te = get_peft_model_state_dict(
-                self._unwrap(self.text_encoder), adapter_name=TRAIN_ADAPTER, save_embedding_layers=False
-            )
-            out.update({f"text_encoder.{k}": v.detach().cpu() for k, v in te.items()})
-        return out
-
-    def load_peft_state(self, state: dict[str, Any]) -> None:
-        """Restore adapters saved by :meth:`peft_state`."""
-        from peft.utils import set_peft_model_state_dict
-
-        for prefix, model in (("unet.", self.unet), ("text_encoder.", self.text_encoder)):
-            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if part:
-                set_peft_model_state_dict(self._unwrap(model), part, adapter_name=TRAIN_ADAPTER)
 
     def remove_adapters(self) -> None:
         """Take the training adapters off the shared modules (the cache's base is clean again).
@@ -294,34 +365,10 @@ class LoraTrainer:
         return float(loss.detach())
 
     # -- validation ------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def inference(self) -> Iterator[None]:
-        """Eval mode, no gradients, and autocast under mixed precision (as diffusers' LoRA scripts)."""
-        import torch
-
-        unet = self._unwrap(self.unet)
-        te = self._unwrap(self.text_encoder)
-        was_training = unet.training
-        unet.eval()
-        te.eval()
-        device = self.accelerator.device
-        mp = self.accelerator.mixed_precision
-        autocast: Any = contextlib.nullcontext()
-        if mp in ("fp16", "bf16") and _autocast_ok(device.type, mp):
-            autocast = torch.autocast(device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
-        try:
-            with torch.no_grad(), autocast:
-                yield
-        finally:
-            unet.train(was_training)
-            te.train(was_training and self.config.train_text_encoder)
-
     def render_validation(self) -> list[np.ndarray]:
         """Text-to-image renders with the current adapters, one per validation seed."""
-        import torch
         from diffusers import StableDiffusionPipeline
 
-        cfg = self.config
         pipe = StableDiffusionPipeline(
             vae=self.vae,
             text_encoder=self._unwrap(self.text_encoder),
@@ -332,23 +379,7 @@ class LoraTrainer:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipe.set_progress_bar_config(disable=True)
-        images = []
-        with self.inference():
-            for seed in cfg.validation_seeds:
-                gen = torch.Generator(device="cpu").manual_seed(int(seed))
-                out = pipe(
-                    cfg.validation_prompt,
-                    negative_prompt=cfg.validation_negative_prompt,
-                    num_inference_steps=cfg.validation_steps,
-                    guidance_scale=cfg.validation_guidance,
-                    height=cfg.validation_size,
-                    width=cfg.validation_size,
-                    generator=gen,
-                    output_type="np",
-                ).images[0]
-                images.append(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
-        return images
+        return self._render(pipe, self.config.validation_size)  # set: for_family in __init__
 
 
 def disable_checkpointing(module: Any) -> bool:
@@ -366,6 +397,23 @@ def disable_checkpointing(module: Any) -> bool:
         else:
             module.gradient_checkpointing_disable()
     return on
+
+
+def make_accelerator(config: TrainConfig, device: Any, dtype: Any = None) -> Any:
+    """accelerate's :class:`~accelerate.Accelerator` for a training on ``device`` (gradient accumulation,
+    :func:`mixed_precision`); a mode this device cannot run is a :class:`ConfigError`."""
+    import torch
+    from accelerate import Accelerator
+
+    mp = mixed_precision(config.mixed_precision, device, dtype)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # accelerate trains on the current GPU: make it the cache's
+    try:
+        return Accelerator(
+            gradient_accumulation_steps=config.grad_accum, mixed_precision=mp, cpu=device.type == "cpu"
+        )
+    except ValueError as exc:  # e.g. bf16 on a GPU without it, fp16 on an old torch for MPS
+        raise ConfigError(f"mixed_precision {mp!r} cannot run on {device}: {exc}") from None
 
 
 def mixed_precision(requested: str | None, device: Any, dtype: Any = None) -> str:
@@ -412,4 +460,12 @@ def _optimizer_class(config: TrainConfig, device: Any) -> tuple[Any, dict[str, A
     return bnb.optim.AdamW8bit, {}
 
 
-__all__ = ["TRAIN_ADAPTER", "LoraTrainer", "TrainingImages", "disable_checkpointing", "mixed_precision"]
+__all__ = [
+    "TRAIN_ADAPTER",
+    "AdapterTraining",
+    "LoraTrainer",
+    "TrainingImages",
+    "disable_checkpointing",
+    "make_accelerator",
+    "mixed_precision",
+]

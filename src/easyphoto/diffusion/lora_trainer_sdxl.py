@@ -1,16 +1,21 @@
-"""The SDXL face-LoRA training step on an :class:`~easyphoto.diffusion.sdxl.SDXLCache`'s modules.
+"""The SDXL face-LoRA trainer on an :class:`~easyphoto.diffusion.sdxl.SDXLCache`'s modules.
 
 :class:`SDXLLoraTrainer` is the SDXL sibling of :class:`~easyphoto.diffusion.lora_trainer.LoraTrainer`
-(same settings, :class:`~easyphoto.config.TrainConfig`): peft LoRA adapters on the UNet and on *both*
-text encoders, AdamW (8-bit only on CUDA, refused elsewhere), optional gradient checkpointing, and
-cached latents (each training image is encoded by the VAE once per flip, in float32: SDXL's own VAE
-overflows in float16). What SDXL adds to a step: the prompt embedding is both encoders' penultimate
-hidden states side by side, and the UNet also reads the second encoder's pooled projection and six
-size numbers (original size, crop corner, target size; the crop corner is the random crop's).
+(same settings, :class:`~easyphoto.config.TrainConfig`, and the same interface to the training stage,
+:mod:`easyphoto.stages.train`, which picks one or the other by the base model's family): peft LoRA
+adapters on the UNet and on *both* text encoders, AdamW (8-bit only on CUDA, refused elsewhere),
+optional gradient checkpointing, and cached latents (each training image is encoded by the VAE once per
+flip, in float32: SDXL's own VAE overflows in float16). What SDXL adds to a step: the prompt embedding
+is both encoders' penultimate hidden states side by side, and the UNet also reads the second encoder's
+pooled projection and six size numbers (original size, crop corner, target size; the crop corner is the
+random crop's).
 
-This is the training core only: the training stage still runs SD1.5 (validation renders, fusion and the
-user model's ``family: sdxl`` are the next step); :meth:`SDXLLoraTrainer.kohya_state` is the export
-that diffusers' SDXL pipeline loads.
+Sizes left unset in the settings are SDXL's (1024 px, :meth:`TrainConfig.for_family`). Validation renders
+run diffusers' ``StableDiffusionXLPipeline`` over the cache's modules with the live adapters; a
+resumable checkpoint holds the peft state of the UNet and both encoders (``unet.``, ``text_encoder.``,
+``text_encoder_2.``); :meth:`SDXLLoraTrainer.kohya_state` is the export (``lora_unet_``, ``lora_te1_``,
+``lora_te2_``) that diffusers' SDXL pipeline and A1111 load, and that
+:mod:`~easyphoto.diffusion.lora_fuse` fuses like SD1.5's (it is key-prefix agnostic).
 """
 
 from __future__ import annotations
@@ -25,35 +30,40 @@ from easyphoto.errors import ConfigError
 from .lora import TEXT_ENCODER_TARGETS, UNET_TARGETS
 from .lora_trainer import (
     TRAIN_ADAPTER,
+    AdapterTraining,
     TrainingImages,
     _optimizer_class,
     disable_checkpointing,
-    mixed_precision,
+    make_accelerator,
 )
 
 
-class SDXLLoraTrainer:
-    """LoRA adapters on an SDXL cache's UNet and text encoders, their optimizer and the cached latents."""
+class SDXLLoraTrainer(AdapterTraining):
+    """LoRA adapters on an SDXL cache's UNet and text encoders, their optimizer and the cached latents.
+
+    The training stage's interface is :class:`~easyphoto.diffusion.lora_trainer.LoraTrainer`'s:
+    :meth:`step`, ``global_step`` (optimizer steps), ``optimizer``, ``rng`` / ``generator`` (the data and
+    noise randomness a resume reseeds), :meth:`inference`, :meth:`render_validation`,
+    :meth:`kohya_state`, :meth:`peft_state` / :meth:`load_peft_state`, :meth:`remove_adapters`.
+    """
 
     def __init__(self, cache: Any, data: TrainingImages, config: TrainConfig) -> None:
         import torch
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from diffusers import DDPMScheduler
 
+        config = config.for_family("sdxl")
         if config.resolution % 8:
             raise ConfigError(f"TrainConfig.resolution {config.resolution}: must be a multiple of 8")
         self.cache, self.data, self.config = cache, data, config
         device = cache.device
         optimizer_cls, optimizer_kw = _optimizer_class(config, device)  # refuses 8-bit Adam off CUDA first
-        mp = mixed_precision(config.mixed_precision, device, cache.dtype)
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=config.grad_accum, mixed_precision=mp, cpu=device.type == "cpu"
-        )
+        self.accelerator = make_accelerator(config, device, cache.dtype)
         set_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        cache.set_scene_lora(None)  # train on the base model
+        cache.set_scene_lora(None)  # train on the base model: no scene LoRA …
+        cache.set_lora(None)  # … and no user LoRA left from painting a portrait
         parts = cache.components()
         self.unet, self.vae = parts["unet"], parts["vae"]
         self.encoders = [parts["text_encoder"], parts["text_encoder_2"]]
@@ -98,6 +108,7 @@ class SDXLLoraTrainer:
                 r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(targets), init_lora_weights="gaussian"
             )
             module.add_adapter(lora, adapter_name=TRAIN_ADAPTER)  # the active adapter (the scene LoRA is off)
+            _enable_lora_layers(module)
             if cfg.gradient_checkpointing:
                 enable = getattr(module, "enable_gradient_checkpointing", None) or getattr(
                     module, "activation_checkpointing_enable", None
@@ -226,12 +237,32 @@ class SDXLLoraTrainer:
             self.global_step += 1
         return float(loss.detach())
 
+    # -- validation ------------------------------------------------------------------------------
+    def render_validation(self) -> list[np.ndarray]:
+        """Text-to-image renders with the current adapters, one per validation seed, by diffusers'
+        ``StableDiffusionXLPipeline`` over the cache's modules (``validation_size``², which is also the
+        original and target size SDXL is conditioned on)."""
+        from diffusers import StableDiffusionXLPipeline
+
+        parts = self.cache.components()  # the shared VAE, tokenizers and a fresh scheduler
+        te1, te2 = (self._unwrap(te) for te in self.encoders)
+        pipe = StableDiffusionXLPipeline(
+            vae=self.vae, text_encoder=te1, text_encoder_2=te2, tokenizer=self.tokenizers[0],
+            tokenizer_2=self.tokenizers[1], unet=self._unwrap(self.unet), scheduler=parts["scheduler"],
+            force_zeros_for_empty_prompt=True, add_watermarker=False,
+        )  # fmt: skip
+        size = self.config.validation_size  # set: for_family in __init__
+        return self._render(pipe, size, original_size=(size, size), target_size=(size, size))
+
     # -- export and clean-up -----------------------------------------------------------------------
+    def _text_encoders(self) -> dict[str, Any]:
+        return {"text_encoder": self.encoders[0], "text_encoder_2": self.encoders[1]}
+
     def kohya_state(self) -> dict[str, Any]:
         """The adapters as a kohya SDXL state dict (lora_unet_, lora_te1_, lora_te2_; CPU, float32)."""
         from .lora_sdxl import sdxl_kohya_state_dict
 
-        unwrap = self.accelerator.unwrap_model
+        unwrap = self._unwrap
         te1, te2 = (unwrap(te) for te in self.encoders) if self.config.train_text_encoder else (None, None)
         state = sdxl_kohya_state_dict(unwrap(self.unet), te1, te2, adapter_name=TRAIN_ADAPTER)
         return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
@@ -246,6 +277,16 @@ class SDXLLoraTrainer:
             disable_checkpointing(module)
             module.eval()
             module.requires_grad_(False)
+
+
+def _enable_lora_layers(module: Any) -> None:
+    """Switch the LoRA layers of ``module`` on: a cache that turned its LoRAs off (``disable_lora``, the
+    scene or user LoRA removed) leaves its layers disabled, and an adapter added to them would be too."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for layer in module.modules():
+        if isinstance(layer, BaseTunerLayer) and layer.disable_adapters:
+            layer.enable_adapters(True)
 
 
 __all__ = ["SDXLLoraTrainer"]

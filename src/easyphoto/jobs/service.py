@@ -145,7 +145,9 @@ class JobService:
     ) -> Job:
         """Validate the user id, settings and photos, store the photos and queue a training.
 
-        ``base_model``: one of :meth:`base_models` by name (default: the configured one)."""
+        ``base_model``: one of :meth:`base_models` by name (default: the configured one). Sizes left
+        unset are the base model's family's (:meth:`TrainConfig.for_family`) when its files tell it here;
+        else the training resolves them."""
         user_id = validate_user_id(user_id)
         base = self.resolve_base_model(base_model)
         if train and train.get("validation_templates"):
@@ -153,8 +155,9 @@ class JobService:
                 "validation_templates names files on the server: only the operator may set it "
                 "(EASYPHOTO_TRAIN_DEFAULTS), not a request"
             )
-        tcfg = effective_config("train", train)
-        pcfg = effective_config("prepare", prepare)
+        family = _family(base)
+        tcfg = effective_config("train", train).for_family(family)  # the row records the sizes
+        pcfg = effective_config("prepare", prepare).for_family(family)
         active = self.store.active_for_user(user_id)
         if active:
             raise UserBusyError.coded("user.busy_job", user_id=user_id, job_id=active[0].id)
@@ -419,6 +422,16 @@ class JobService:
         if active:
             raise UserBusyError.coded("user.busy_job", user_id=user_id, job_id=active[0].id)
         delete_user(user_id, self.home)
+
+
+def _family(base_model: str | None) -> str | None:
+    """The family of a training's base model (``None``: the configured one), from its files here;
+    ``None`` when they do not tell (a hub id not downloaded on this machine)."""
+    from ..config import ModelConfig
+    from ..diffusion.families import model_family
+
+    config = ModelConfig()
+    return model_family(base_model or str(config.base_model), local_files_only=True)
 
 
 __all__ = ["JobService", "Limits", "Upload", "UploadTooLargeError", "check_image", "safe_label"]

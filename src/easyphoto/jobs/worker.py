@@ -88,6 +88,7 @@ class Worker:
         self._job_config: Any = None  # the running job's ModelConfig when it names a base model
         self._analyzer: Any = None
         self._generator: Any = None
+        self._maker: Any = None  # text-to-photo's TemplateMaker, over the generator's SDXL cache
         self._cancel_checked = 0.0
         self._cancel_flag = False
 
@@ -186,7 +187,10 @@ class Worker:
         if self._cache is not None:
             log.info("switching base model: %s -> %s", self._cache.config.base_model, wanted.base_model)
             self._cache.release()
+        if self._generator is not None and self._generator._sdxl is not None:
+            self._generator._sdxl.release()  # SDXL follows the base model too (sdxl_model_config)
         self._cache, self._generator, self._job_config = None, None, wanted
+        self._maker = None  # it held the old generator's SDXL cache
 
     def _record_failure(self, job: Job, exc: BaseException) -> None:
         from ..errors import TrainingInterrupted
@@ -228,18 +232,35 @@ class Worker:
                 shutil.rmtree(work_dir(job.user_id, self.home), ignore_errors=True)
 
     def _clean_models(self) -> None:
-        """The shared cache back to its clean state, whatever the job left on it."""
+        """The shared caches (SD1.5, and SDXL when the generator made one: SDXL trainings and portraits
+        run on it) back to their clean state, whatever the job left on them."""
         if self._cache is None:
             return
+        caches = [self._cache]
+        if self._generator is not None and "sdxl" in self._generator.memory.caches:
+            caches.append(self._generator.memory.caches["sdxl"])
         try:
-            self._cache.reset()
+            for cache in caches:
+                cache.reset()
         except Exception:  # a cache that cannot be cleaned is dropped: the next job loads afresh
-            log.exception("could not clean the model cache; it will be reloaded")
-            with contextlib.suppress(Exception):
-                self._cache.release()
+            log.exception("could not clean the model caches; they will be reloaded")
+            for cache in caches:
+                with contextlib.suppress(Exception):
+                    cache.release()
             self._cache = self._generator = None
 
     # ------------------------------------------------------------------ training
+    def _training_cache(self) -> Any:
+        """The cache of the job's base model: an SDXL base trains on the generator's SDXL cache (the one
+        text-to-photo and SDXL users' portraits use), made room for on the device like a portrait of an
+        SDXL user (``ModelConfig.sdxl_memory``)."""
+        from ..diffusion.families import model_family
+
+        config = self.cache.config
+        if model_family(str(config.base_model), local_files_only=bool(config.local_files_only)) == "sdxl":
+            return self.generator.use_family("sdxl")
+        return self.cache
+
     def _run_train(self, job: Job, folder: Path) -> dict[str, Any]:
         from ..config import PrepareConfig, TrainConfig
         from ..workflows import prepare_and_train
@@ -254,7 +275,7 @@ class Worker:
             None if resume else [folder / "inputs" / p["file"] for p in params["photos"]],
             train_config=TrainConfig.from_layers(params.get("train")),
             prepare_config=PrepareConfig.from_layers(params.get("prepare")),
-            cache=self.cache,
+            cache=self._training_cache(),
             analyzer=self.analyzer,
             home=self.home,
             prepared_dir=folder / "dataset",
@@ -334,7 +355,7 @@ def _run_text2photo(worker: Any, job: Job, folder: Path) -> dict[str, Any]:
     from ..text_to_photo import resolve_scene_lora, template_maker, text_to_photo_files
 
     params, files = job.params, folder / "files"
-    if getattr(worker, "_maker", None) is None:
+    if worker._maker is None or worker._maker.cache is not worker.generator.sdxl_cache:
         worker._maker = template_maker(worker.generator.sdxl_cache)  # SDXL users share its modules
     t2p = Text2PhotoConfig.from_layers(params["text2photo"])
     pose = folder / "inputs" / params["pose"]["file"] if params.get("pose") else params.get("pose_name")

@@ -12,7 +12,11 @@ from __future__ import annotations
 #: ``name: (English label, Chinese label, Chinese help)``.
 FIELDS: dict[str, tuple[str, str, str]] = {
     # training
-    "resolution": ("Resolution", "分辨率", "训练分辨率（像素，8 的倍数）。"),
+    "resolution": (
+        "Resolution",
+        "分辨率",
+        "训练分辨率（像素，8 的倍数）；留空：SD1.5 为 512，SDXL 为 1024。",
+    ),
     "max_steps": ("Training steps", "训练步数", "优化步数；留空则按照片数计算。"),
     "steps_per_photo": ("Steps per photo", "每张照片步数", "未指定步数时，每张保留照片的步数。"),
     "max_steps_cap": ("Most steps", "最多步数", "未指定步数时的步数上限。"),
@@ -36,7 +40,11 @@ FIELDS: dict[str, tuple[str, str, str]] = {
     "seed": ("Seed", "随机种子", "随机种子；留空或负数为随机。"),
     "validate_every": ("Validate every N steps", "每 N 步验证", "每 N 步验证并保存检查点。"),
     "validation_seeds": ("Validation seeds", "验证种子", "每个种子渲染一张验证图。"),
-    "validation_size": ("Validation size", "验证图尺寸", "验证图尺寸（像素，8 的倍数）。"),
+    "validation_size": (
+        "Validation size",
+        "验证图尺寸",
+        "验证图尺寸（像素，8 的倍数）；留空：SD1.5 为 512，SDXL 为 1024。",
+    ),
     "validation_steps": ("Validation steps", "验证步数", "每张验证图的推理步数。"),
     "validation_guidance": ("Validation guidance", "验证引导系数", "验证图的 CFG 引导系数。"),
     "validation_prompt": ("Validation prompt", "验证提示词", "验证图的提示词。"),
@@ -50,6 +58,11 @@ FIELDS: dict[str, tuple[str, str, str]] = {
     "lora_weight": ("User LoRA weight", "用户 LoRA 权重", "用户 LoRA 的权重。"),
     "crop_ratio": ("Face crop size", "人脸裁剪大小", "人脸裁剪区域大小（人脸尺寸的倍数）。"),
     "short_side": ("Crop short side", "裁剪短边", "每个人脸裁剪区域的短边（像素，8 的倍数）。"),
+    "sdxl_short_side": (
+        "SDXL crop short side",
+        "SDXL 裁剪短边",
+        "SDXL 用户每个人脸裁剪区域的短边（像素，8 的倍数；SDXL 以 1024 训练）。",
+    ),
     "apply_fusion_before": ("Fuse before the first pass", "第一遍前融合人脸", "第一遍生成前先融合用户的脸。"),
     "before_fusion_ratio": ("Fusion before", "生成前融合比例", "扩散前的人脸融合比例。"),
     "apply_fusion_after": (

@@ -364,7 +364,8 @@ def prepare(
         photos: photo paths; folders are expanded to their files (:func:`collect_photos`).
         out_dir: output folder (layout in the module docstring). An existing prepared set there is
             replaced as a whole; any other non-empty folder is refused.
-        config: selection and processing settings (:class:`~easyphoto.config.PrepareConfig`).
+        config: selection and processing settings (:class:`~easyphoto.config.PrepareConfig`; an unset
+            ``resolution`` is SD1.5's 512: the training workflow sets SDXL's 1024 for SDXL users).
         analyzer: a loaded :class:`FaceAnalyzer` to reuse (default: a new one).
         user_id: recorded in the report.
         progress: called as ``progress(index, total, source)`` before each photo.
@@ -378,7 +379,7 @@ def prepare(
             written then.
         ConfigError: impossible settings or an unsafe output folder.
     """
-    cfg = config or PrepareConfig()
+    cfg = (config or PrepareConfig()).for_family("sd15")  # unset resolution: 512 (SDXL's come set)
     paths = collect_photos(photos)
     out = Path(out_dir)
     _check_out_dir(out)

@@ -15,6 +15,9 @@ from ...errors import EasyPhotoError
 
 log = logging.getLogger("easyphoto.train")
 
+#: kohya's ``ss_base_model_version`` of each model family.
+KOHYA_BASE_VERSIONS = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
+
 
 @dataclass
 class ValidationResult:
@@ -86,10 +89,13 @@ def kohya_metadata(
     photos: int,
     validations: list[ValidationResult],
     fused_steps: list[int],
+    family: str = "sd15",
 ) -> dict[str, str]:
-    """The ``ss_*`` metadata A1111/kohya tools read, plus ours."""
+    """The ``ss_*`` metadata A1111/kohya tools read, plus ours. ``family`` ("sd15" / "sdxl") gives
+    kohya's ``ss_base_model_version`` (``sd_v1`` / ``sdxl_base_v1-0``, the values kohya's scripts write;
+    A1111 tells SDXL LoRAs by it) and our ``easyphoto_family``."""
     return {
-        "ss_base_model_version": "sd_v1",
+        "ss_base_model_version": KOHYA_BASE_VERSIONS[family],
         "ss_sd_model_name": base_model,
         "ss_network_dim": str(rank),
         "ss_network_alpha": f"{alpha:g}",
@@ -100,11 +106,13 @@ def kohya_metadata(
         "easyphoto_trigger": TRIGGER_CAPTION,
         "easyphoto_scores": json.dumps({str(v.step): round(v.score, 4) for v in validations}),
         "easyphoto_fused_steps": json.dumps(fused_steps),
+        "easyphoto_family": family,
         "format": "pt",
     }
 
 
 __all__ = [
+    "KOHYA_BASE_VERSIONS",
     "ValidationResult",
     "best_face_image",
     "kohya_metadata",
