@@ -175,25 +175,30 @@ def test_training_cache_follows_the_base_models_family(sdxl_dir: Path, tiny_mode
     assert type(training_cache(None, ModelConfig(base_model=str(tiny_model_dir)))) is ModelCache
 
 
-def test_sdxl_validation_templates_are_refused_before_anything_loads(
-    sdxl_dir: Path, dataset: Path, astronaut: np.ndarray, tmp_path: Path
+def test_sdxl_training_validates_on_its_templates_with_sdxl(
+    sdxl_dir: Path, dataset: Path, placed, astronaut: np.ndarray, tmp_path: Path
 ) -> None:
+    """``validation_templates`` of an SDXL training: the user being trained is painted on SDXL (its
+    canny + openpose nets, crops at the validation size) at each validation, and scored."""
     from PIL import Image
 
     from easyphoto.diffusion.sdxl import SDXLCache
-    from easyphoto.workflows import prepare_and_train
 
     Image.fromarray(astronaut).save(tmp_path / "tpl.png")
-    cfg = TINY_XL.replace(validation_templates=(str(tmp_path / "tpl.png"),))
-    cache = SDXLCache(ModelConfig(template_model=str(sdxl_dir)))
-    with pytest.raises(ConfigError, match="validation_templates need the SD1.5 portrait pipeline.*is SDXL"):
-        train("tpl", dataset, cfg, cache=cache, home=tmp_path)
-    events: list[dict] = []
-    with pytest.raises(ConfigError, match="validation_templates need the SD1.5 portrait pipeline"):
-        prepare_and_train("tpl", [tmp_path / "tpl.png"], train_config=cfg, on_event=events.append,
-                          home=tmp_path, model_config=ModelConfig(base_model=str(sdxl_dir)))  # fmt: skip
-    assert not cache.loaded and events == [], "refused before loading and before preparing the photos"
-    assert not (tmp_path / "users" / "tpl").exists()
+    cfg = TINY_XL.replace(validation_templates=(str(tmp_path / "tpl.png"),), max_steps=2, validate_every=2)
+    cache = SDXLCache(ModelConfig(template_model=str(sdxl_dir), device="cpu", dtype="float32"))
+    result = train("tplxl", dataset, cfg, cache=cache, analyzer=placed, home=tmp_path / "home")
+    [validation] = result.validations
+    assert len(validation.scores) == len(cfg.validation_seeds) + 1  # the renders and the template
+    painted = [n for n in validation.images if "template0" in n]
+    assert painted and result.meta["family"] == "sdxl"
+    nets = {k for k in cache.load_count if "controlnet" in k}
+    assert nets == {"sdxl:controlnet:canny", "sdxl:controlnet:openpose"}, cache.load_count
+    from easyphoto.imageio import load_image
+    from easyphoto.users import user_dir
+
+    image = load_image(user_dir("tplxl", tmp_path / "home") / "validation" / painted[0])
+    assert image.shape == astronaut.shape  # the whole template, its face repainted
 
 
 def test_cli_train_with_an_sdxl_base_model_writes_an_sdxl_user(

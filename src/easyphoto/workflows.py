@@ -56,7 +56,7 @@ def train(
     """Train a user's face LoRA from a prepared dataset (see :func:`easyphoto.stages.train.train`).
 
     ``config.validation_templates`` are painted at each validation with the portrait pipeline's first
-    pass (SD1.5 users only so far). Keyword arguments go to the training stage (``model_config``,
+    pass, on the training's own family. Keyword arguments go to the training stage (``model_config``,
     ``cache``, ``on_event``, ``should_stop``, ``resume``, ``analyzer``, ``home``). An SDXL base model
     trains an SDXL user (:func:`easyphoto.stages.train.training_cache`).
     """
@@ -90,7 +90,7 @@ def prepare_and_train(
     ``contact_sheet``: also draw the kept/rejected photos there (written even when too few are usable).
     Returns the :class:`~easyphoto.stages.train.TrainResult`.
     """
-    from .stages.train import check_settings, train_locked, training_cache
+    from .stages.train import train_locked, training_cache
     from .users import recover
 
     user_id = validate_user_id(user_id)
@@ -100,7 +100,6 @@ def prepare_and_train(
     tcfg = train_config or TrainConfig()
     cache = training_cache(cache, model_config)  # SD1.5 or SDXL, by the base model; nothing loaded
     prepare_config = (prepare_config or PrepareConfig()).for_family(cache.family)  # crops at its size
-    check_settings(tcfg, cache)  # before the photos are prepared
     if not resume and bool(photos) == (dataset is not None):
         raise ConfigError("give either photos or a prepared dataset")
     with user_lock(user_id, home, what="training"):

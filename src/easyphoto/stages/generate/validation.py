@@ -51,8 +51,9 @@ def load_validation_templates(paths: Sequence[str | Path], analyzer: Any) -> lis
     return out
 
 
-def validation_user(data: Any, analyzer: Any) -> Any:
-    """The training user as the portrait pipeline sees it (reference face, identity, no LoRA file)."""
+def validation_user(data: Any, analyzer: Any, family: str = "sd15") -> Any:
+    """The training user as the portrait pipeline sees it (reference face, identity, no LoRA file: the
+    training adapters are active on the modules of ``family``'s cache)."""
     from . import PortraitUser
 
     candidates = ([data.ref_image] if data.ref_image is not None else []) + list(data.images)
@@ -60,7 +61,7 @@ def validation_user(data: Any, analyzer: Any) -> Any:
         face = analyzer.largest(image)
         if face is not None:
             embedding = data.mean_embedding if data.mean_embedding is not None else face.embedding
-            return PortraitUser("training", None, image, face, embedding)
+            return PortraitUser("training", None, image, face, embedding, family=family)
     raise ConfigError(f"{data.source}: no face in the dataset's reference or training images")
 
 
@@ -69,18 +70,31 @@ class TemplateValidation:
 
     def __init__(self, paths: Sequence[str | Path], config: TrainConfig) -> None:
         self.paths = list(paths)
+        self.config = config
         self.gen_cfg = template_validation_config(config)
         self.templates: list[ValidationTemplate] = []
 
     def prepare(self, data: Any, cache: Any, analyzer: Any, folder: Path) -> None:
-        """Templates must show a face, the dataset too, and the first pass's ControlNets must load."""
-        from . import PortraitGenerator
+        """Templates must show a face, the dataset too, and the first pass's ControlNets must load.
 
+        ``cache`` is the training's (SD1.5 or SDXL): the user is painted on it with its family's nets
+        (:func:`~.controls.family_config`); an SDXL training's crops are ``validation_size`` (SDXL's
+        1024 unless set), the size its text-to-image validation renders at."""
+        from . import PortraitGenerator
+        from .controls import family_config
+
+        family = getattr(cache, "family", "sd15")
+        if family == "sdxl":
+            size = self.config.for_family(family).validation_size
+            self.gen_cfg = self.gen_cfg.replace(sdxl_short_side=size)
         self.templates = load_validation_templates(self.paths, analyzer)
-        self.user = validation_user(data, analyzer)
-        for name in self.gen_cfg.first_controlnets:
+        self.user = validation_user(data, analyzer, family)
+        for name in family_config(self.gen_cfg, cache).first_controlnets:
             cache.controlnet(name)
-        self.generator = PortraitGenerator(cache=cache, analyzer=analyzer)
+        if family == "sdxl":  # its SD1.5 cache is never loaded: every face is the SDXL training user's
+            self.generator = PortraitGenerator(analyzer=analyzer, model_config=cache.config, sdxl_cache=cache)
+        else:
+            self.generator = PortraitGenerator(cache=cache, analyzer=analyzer)
 
     def render(self, step: int) -> list[tuple[str, np.ndarray, float]]:
         """One first-pass portrait per template with the current adapters, and its face-ID score."""

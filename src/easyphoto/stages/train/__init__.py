@@ -287,7 +287,7 @@ class _Run:
         return str(config.template_model if self.family == "sdxl" else config.base_model)
 
     def _check_family(self, saved: TrainingState | None) -> None:
-        """Refuse, before loading, a resume of another family's run and what SDXL cannot do yet."""
+        """Refuse, before loading, a resume of another family's run."""
         from ...diffusion.families import check_family
 
         base = self.base_model
@@ -296,7 +296,6 @@ class _Run:
                 self.family, saved.family, f"the interrupted training of user {self.user_id!r}",
                 f"base model {base!r}",
             )  # fmt: skip
-        check_settings(self.cfg, self.cache)
 
     def _announce(self) -> None:
         cfg = self.cfg
@@ -513,20 +512,6 @@ class _Run:
         )
 
 
-def check_settings(config: TrainConfig, cache: Any) -> None:
-    """Refuse, before anything is loaded, settings that the family of ``cache`` (from
-    :func:`training_cache`) cannot train with: template validation paints with the SD1.5 portrait
-    pipeline, so an SDXL training has none yet."""
-    if getattr(cache, "family", "sd15") == "sdxl" and config.validation_templates:
-        # Template validation of an SDXL training hooks in here once the portrait pipeline paints SDXL
-        # users: drop this refusal when TemplateValidation.prepare / render run on an SDXLCache.
-        raise ConfigError(
-            f"validation_templates need the SD1.5 portrait pipeline, but base model "
-            f"{str(cache.config.template_model)!r} is SDXL: train SDXL users without validation templates "
-            "(--validation-template, EASYPHOTO_TRAIN_DEFAULTS)"
-        )
-
-
 def training_cache(cache: Any = None, model_config: ModelConfig | None = None) -> Any:
     """The model cache a training runs on, chosen by the base model's family; nothing is loaded.
 
@@ -573,7 +558,6 @@ __all__ = [
     "TrainingData",
     "TrainingInterrupted",
     "ValidationResult",
-    "check_settings",
     "kohya_metadata",
     "load_training_data",
     "resolve_max_steps",
