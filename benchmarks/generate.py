@@ -62,7 +62,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("EASYPHOTO_TEST_FACES", REPO.parent / "shared" / "faces"))
-STAGES = ("analysis", "fusion", "controls", "first_diffusion", "second_diffusion", "paste_back", "score")
+STAGES = (
+    "analysis", "lora", "ip_adapter", "fusion", "controls", "first_diffusion", "second_diffusion",
+    "paste_back", "score",
+)  # fmt: skip
 #: Networks outside the two passes (``--upscale``, Real-ESRGAN on a face, a background mode): shown as
 #: stages, not counted in the non-diffusion overhead per face.
 PORTRAIT_STAGES = ("upscale", "face_upscale", "background", "face_restore")

@@ -238,6 +238,7 @@ class PortraitGenerator:
         elif user.photo_only:
             cache.set_lora(None)
         cache.set_fast(cfg.fast)
+        clock.tick("lora")  # the user's LoRA (a first use also loads the model)
         ip = self._ip_adapter(user, cfg)
         clock.tick("ip_adapter")
         first = self._first_pass(crop, mask1, user, cfg, seed, clock, keep, ip)
