@@ -22,7 +22,9 @@ Paths, in order (a path whose prerequisite did not pass is skipped; ``--only`` p
 * ``portrait`` at the default steps (both passes, all controls), ``ip_adapter``, ``fast_lcm``,
   ``vae_tiling``, ``cpu_offload``; ``sdxl`` (text-to-photo: SDXL template at 1024 px / 30 steps, then the
   portrait; time against the 10 s target, peak memory with the offload and keep policies); ``sdxl_user``
-  (an SDXL user's portrait on the template at the default 1024 px crop and steps, cold and warm).
+  (an SDXL user's portrait on the template at the default 1024 px crop and steps, cold and warm);
+  ``sdxl_train`` (SDXL LoRA training at 1024 px, rank 128: s/step against a bare UNet, peak memory, with
+  and without gradient checkpointing).
 
 The GPU run keeps training short (4 optimizer steps) and extrapolates; it takes a few minutes on an
 H100 and stops starting paths after ``--budget-s``.
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         ("cpu_offload", lambda: portrait.cpu_offload(ctx), ("build",)),
         ("sdxl", lambda: portrait.sdxl(ctx), ()),
         ("sdxl_user", lambda: portrait.sdxl_user(ctx), ()),
+        ("sdxl_train", lambda: portrait.sdxl_train(ctx), ()),
     ]
     only = {n.strip() for n in args.only.split(",") if n.strip()} | {"env", "build"} if args.only else None
     try:

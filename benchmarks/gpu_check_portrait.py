@@ -277,6 +277,13 @@ def cpu_offload(ctx: Ctx) -> str:
         free_memory()
 
 
+def sdxl_train(ctx: Ctx) -> str:
+    """SDXL LoRA training s/step at 1024 px: :mod:`gpu_check_sdxl`."""
+    import gpu_check_sdxl
+
+    return gpu_check_sdxl.sdxl_train(ctx)
+
+
 def sdxl_user(ctx: Ctx) -> str:
     """An SDXL user's portrait on the template: :mod:`gpu_check_sdxl`."""
     import gpu_check_sdxl

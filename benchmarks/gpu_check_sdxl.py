@@ -1,5 +1,6 @@
-"""The GPU check's ``sdxl`` path: text-to-photo end to end, timed, under two memory policies; and the
-``sdxl_user`` path: an SDXL user's portrait on a template photo.
+"""The GPU check's ``sdxl`` path: text-to-photo end to end, timed, under two memory policies; the
+``sdxl_user`` path: an SDXL user's portrait on a template photo; and ``sdxl_train``: SDXL LoRA training
+s/step at 1024 px against a bare SDXL UNet fwd+bwd (``benchmarks/train_sdxl.py``'s measurement).
 
 SDXL base's architecture with random weights (+ its openpose ControlNet; the tiny SDXL in the dry run)
 draws a template at the default 1024 px / 30 steps, then the portrait pipeline of the ``portrait`` path
@@ -169,4 +170,52 @@ def sdxl_user(ctx: Ctx) -> str:
     )
 
 
-__all__ = ["GPU_SDXL_DIR", "TARGET_TEXT2PHOTO_S", "sdxl", "sdxl_user", "write_sdxl_standin_user"]
+#: Issue #15's target for the SDXL training loop: s per step ≤ 1.15 × a bare UNet forward + backward.
+TARGET_TRAIN_RATIO = 1.15
+
+
+def sdxl_train(ctx: Ctx) -> str:
+    """SDXL training at 1024 px, rank 128, fp16 mixed precision on CUDA (dry run: tiny, 64 px, rank 4),
+    with and without gradient checkpointing: s/step, ratio to the bare UNet (and to UNet + both text
+    encoders), peak ``max_memory_allocated``."""
+    import argparse
+
+    import train_sdxl  # benchmarks/train_sdxl.py
+
+    base = {"full_size": not ctx.dry_run, "resolution": 64 if ctx.dry_run else 1024, "steps": 2,
+            "warmup": 1, "validation_steps": 2, "render": False, "device": ctx.device, "verbose": False,
+            "rank": 4 if ctx.dry_run else 128}  # fmt: skip
+    if ctx.cache is not None:  # room for SDXL's ~7 GB and its activations: the SD1.5 paths are done
+        ctx.cache.release()
+    parts = []
+    for checkpointing in (False, True):
+        row = train_sdxl.run(argparse.Namespace(**base, gradient_checkpointing=checkpointing))
+        t = row["times"]
+        ratio, with_te = t["step"] / t["bare_unet"], t["step"] / t["bare_unet_te"]
+        tag = "_gc" if checkpointing else ""
+        ctx.metric(
+            f"sdxl_train_s_per_step{tag}",
+            t["step"],
+            "s",
+            note=f"{base['resolution']} px, rank {base['rank']}",
+        )
+        target = None if ctx.dry_run or checkpointing else TARGET_TRAIN_RATIO
+        ctx.metric(f"sdxl_train_ratio{tag}", ratio, "×", target=target, note=f"vs UNet + TEs {with_te:.2f}")
+        ctx.metric(f"sdxl_train_peak{tag}_gb", row.get("vram_gb"), "GB")
+        kind = "checkpointing" if checkpointing else "plain"
+        parts.append(
+            f"{kind} {t['step']:.2f} s/step (×{ratio:.2f} bare UNet, ×{with_te:.2f} UNet+TEs), "
+            f"peak {gb(row.get('vram_gb'))}"
+        )
+    return "; ".join(parts)
+
+
+__all__ = [
+    "GPU_SDXL_DIR",
+    "TARGET_TEXT2PHOTO_S",
+    "TARGET_TRAIN_RATIO",
+    "sdxl",
+    "sdxl_train",
+    "sdxl_user",
+    "write_sdxl_standin_user",
+]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Paths that run on a CPU and must pass there.
 CPU_PATHS = (
     "env", "build", "train_benchmark", "train_workflow", "portrait", "ip_adapter", "fast_lcm", "vae_tiling",
-    "sdxl", "sdxl_user",
+    "sdxl", "sdxl_user", "sdxl_train",
 )  # fmt: skip
 #: CUDA-only paths: skipped on a CPU, each with its reason (their CPU-side checks ran).
 CUDA_PATHS = ("fused_adamw", "adam_8bit", "cpu_offload")
