@@ -138,6 +138,9 @@ def test_sdxl_users_are_refused_what_sdxl_lacks(gen, astronaut, xl_home: Path, s
     mc = ModelConfig(base_model=str(sdxl_dir))
     with pytest.raises(ConfigError, match=r"is SDXL, but 'alice' needs SD1\.5"):
         generate_batch([("t.jpg", "t")], ["xlbob", "alice"], XL, tmp_path, model_config=mc, home=xl_home)
+    with pytest.raises(ConfigError, match=r"background 'restore' runs on SD1\.5"):
+        generate_batch([("t.jpg", "t")], ["xlbob"], XL.replace(background="restore"), tmp_path,
+                       model_config=mc, home=xl_home)  # fmt: skip
 
 
 def test_sdxl_base_model_paints_sdxl_users(

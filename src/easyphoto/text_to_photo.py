@@ -73,7 +73,7 @@ def check_text_to_photo(
     """:func:`check_generation` and :func:`check_families` (an SD1.5 user needs an SD1.5 base; SDXL
     users are painted on the template's own SDXL model), before any model is loaded."""
     ids = check_generation(user_ids, config, home)
-    check_families(ids, model_config, home)
+    check_families(ids, model_config, home, background=config.background)
     return ids
 
 

@@ -240,7 +240,7 @@ def generate_batch(
                      background_picture=picture is not None)  # fmt: skip
     check_families(
         user_ids, generator.cache.config if generator is not None else model_config, home,
-        [PHOTO_USER] if photos else [],
+        [PHOTO_USER] if photos else [], cfg.background,
     )  # fmt: skip
     gen = generator or portrait_generator(model_config=model_config, home=home)
     gen.photo_users.clear()  # a kept generator must not paint the last job's photos
@@ -343,11 +343,13 @@ def check_families(
     model_config: ModelConfig | None,
     home: Path | None = None,
     photo_users: Sequence[str] = (),
+    background: str = "keep",
 ) -> None:
-    """Refuse, before anything is loaded, users whose family has no model here: an SD1.5 user (or a
-    person given as photos: the IP-Adapter is SD1.5's) while the base model is SDXL. SDXL users are
-    painted on the SDXL model (:func:`~easyphoto.diffusion.sdxl.sdxl_model_config`: an SDXL
-    ``base_model``, else ``template_model``). A base of unknown family passes."""
+    """Refuse, before anything is loaded, what has no model here while the base model is SDXL: an SD1.5
+    user, a person given as photos (the IP-Adapter is SD1.5's), a ``background`` other than ``keep`` (its
+    passes run on SD1.5's tile net). SDXL users are painted on the SDXL model
+    (:func:`~easyphoto.diffusion.sdxl.sdxl_model_config`: an SDXL ``base_model``, else
+    ``template_model``). A base of unknown family passes."""
     from .diffusion.families import model_family
     from .users import UserModel
 
@@ -363,6 +365,11 @@ def check_families(
             f"base model {mc.base_model!r} is SDXL, but {', '.join(map(repr, sd15))} "
             f"{'needs' if len(sd15) == 1 else 'need'} SD1.5: give an SD1.5 base model (--base-model, "
             "EASYPHOTO_BASE_MODEL); SDXL users are painted on the SDXL model (--template-model)"
+        )
+    if background != "keep":
+        raise ConfigError(
+            f"background {background!r} runs on SD1.5 (its tile ControlNet), but base model "
+            f"{mc.base_model!r} is SDXL: give an SD1.5 base model and the SDXL model as --template-model"
         )
 
 

@@ -254,6 +254,20 @@ class PortraitGenerator:
         clock.tick("score")
         return out, score
 
+    @staticmethod
+    def _ip_scale(user: PortraitUser, cfg: GenerateConfig) -> float:
+        """The IP-Adapter scale for ``user`` (unset: :data:`PHOTO_IP_SCALE` for a photo-only user, else
+        0); refused for an SDXL user (the adapter is SD1.5's)."""
+        scale = cfg.ip_adapter_scale
+        if scale is None:
+            scale = PHOTO_IP_SCALE if user.photo_only else 0.0
+        if scale > 0 and user.family != "sd15":
+            raise ConfigError(
+                f"user {user.user_id!r} is an SDXL user: the IP-Adapter runs with SD1.5 users only "
+                "(leave ip_adapter_scale unset or 0)"
+            )
+        return float(scale)
+
     def _ip_adapter(self, user: PortraitUser, cfg: GenerateConfig) -> tuple[Any, float]:
         """The user's IP-Adapter embeddings and scale (``(None, 0.0)``: the adapter is not used).
 
@@ -261,16 +275,9 @@ class PortraitGenerator:
         kept on the user, and for a trained user in their folder (``ip_embeds.safetensors``), so a later
         process does not encode it again.
         """
-        scale = cfg.ip_adapter_scale
-        if scale is None:
-            scale = PHOTO_IP_SCALE if user.photo_only else 0.0
+        scale = self._ip_scale(user, cfg)
         if scale <= 0:
             return None, 0.0
-        if user.family != "sd15":
-            raise ConfigError(
-                f"user {user.user_id!r} is an SDXL user: the IP-Adapter runs with SD1.5 users only "
-                "(leave ip_adapter_scale unset or 0)"
-            )
         from ...diffusion.ip_adapter import FaceEmbeds, face_adapter
         from ...face.geometry import crop_face
 
@@ -386,6 +393,8 @@ class PortraitGenerator:
         users = {u: self.user(u) for u in ids if u.lower() != SKIP}
         for family in sorted({u.family for u in users.values()}):  # before any diffusion: a missing
             (self.sdxl_cache if family == "sdxl" else self.cache).set_fast(cfg.fast)  # LCM-LoRA, SDXL
+        for user in users.values():
+            self._ip_scale(user, cfg)
         seed = (
             cfg.seed
             if cfg.seed is not None and cfg.seed >= 0
