@@ -163,7 +163,27 @@ def delete_adapters(
     return doomed
 
 
+def clean_for_inference(modules: dict[str, torch.nn.Module], keep: set[str], label: str = "") -> list[str]:
+    """What a model cache's ``reset`` does to each of its shared ``modules`` (by name): delete every LoRA
+    adapter not in ``keep`` (a failed job's), switch training mode, gradients and gradient checkpointing
+    off. Returns what was cleaned, one line each, prefixed with ``label``."""
+    from .lora_trainer import disable_checkpointing
+
+    cleaned: list[str] = []
+    for part, module in modules.items():
+        name = f"{label}{part}"
+        cleaned += [f"{name}: adapter {n}" for n in delete_adapters(module, keep=keep)]
+        if module.training or any(p.requires_grad for p in module.parameters()):
+            cleaned.append(f"{name}: training mode")
+        module.eval()
+        module.requires_grad_(False)
+        if disable_checkpointing(module):
+            cleaned.append(f"{name}: gradient checkpointing")
+    return cleaned
+
+
 __all__ = [
+    "clean_for_inference",
     "delete_adapters",
     "TEXT_ENCODER_TARGETS",
     "UNET_TARGETS",

@@ -532,20 +532,10 @@ class ModelCache:
         """
         if self._base is None:
             return []
-        from .lora import delete_adapters
-        from .lora_trainer import disable_checkpointing
+        from .lora import clean_for_inference
 
         ours = set(self._user_adapters.values()) | ({LCM_ADAPTER} if self._lcm_loaded else set())
-        cleaned: list[str] = []
-        for part in ("unet", "text_encoder"):
-            module = self._base[part]
-            cleaned += [f"{part}: adapter {n}" for n in delete_adapters(module, keep=ours)]
-            if module.training or any(p.requires_grad for p in module.parameters()):
-                cleaned.append(f"{part}: training mode")
-            module.eval()
-            module.requires_grad_(False)
-            if disable_checkpointing(module):
-                cleaned.append(f"{part}: gradient checkpointing")
+        cleaned = clean_for_inference({p: self._base[p] for p in ("unet", "text_encoder")}, ours)
         if ours:
             self._apply_adapters()
         if cleaned:

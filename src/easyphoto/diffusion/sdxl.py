@@ -441,20 +441,11 @@ class SDXLCache:
         the scene and user LoRAs it manages are kept. Returns what was cleaned."""
         if self._base is None:
             return []
-        from .lora import delete_adapters
-        from .lora_trainer import disable_checkpointing
+        from .lora import clean_for_inference
 
         ours = {n for n, key in ((SCENE_ADAPTER, self._scene), (USER_ADAPTER, self._user)) if key}
-        cleaned: list[str] = []
-        for part in ("unet", "text_encoder", "text_encoder_2"):
-            module = self._base[part]
-            cleaned += [f"sdxl {part}: adapter {n}" for n in delete_adapters(module, keep=ours)]
-            if module.training or any(p.requires_grad for p in module.parameters()):
-                cleaned.append(f"sdxl {part}: training mode")
-            module.eval()
-            module.requires_grad_(False)
-            if disable_checkpointing(module):
-                cleaned.append(f"sdxl {part}: gradient checkpointing")
+        parts = {p: self._base[p] for p in ("unet", "text_encoder", "text_encoder_2")}
+        cleaned = clean_for_inference(parts, ours, "sdxl ")
         if ours:
             self._activate(self._active)
         if cleaned:
