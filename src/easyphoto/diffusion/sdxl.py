@@ -308,51 +308,43 @@ class SDXLCache:
         """Style the template with a scene LoRA (SDXL, kohya or diffusers file) at ``weight``; ``None``
         removes it. Refused before loading when the file is an SD1.5 LoRA. The user LoRA is switched off
         (kept loaded) while a scene is on."""
-        if path is None:
-            if self._scene is not None:
-                self._delete(SCENE_ADAPTER)
-                self._scene = None
-            self._activate({})
-            return
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ModelNotFoundError(f"scene LoRA {str(p)!r} does not exist")
-        check_family("sdxl", lora_family(p), f"scene LoRA {p.name!r}", "the template model (SDXL)")
-        key = (str(p.resolve()), p.stat().st_mtime)
-        if self._scene != key:
-            if self._scene is not None:
-                self._delete(SCENE_ADAPTER)
-                self._scene = None
-            self._load_adapter(p, SCENE_ADAPTER, "scene_lora")
-            self._scene = key
+        on = self._place(SCENE_ADAPTER, path, ("scene LoRA", "the template model (SDXL)", "scene_lora"))
         self.lora_weight = None
-        self._activate({SCENE_ADAPTER: float(weight)})
+        self._activate({SCENE_ADAPTER: float(weight)} if on else {})
 
     def set_lora(self, path: str | Path | None, weight: float = 0.9) -> None:
         """Apply an SDXL user's LoRA (kohya or diffusers file) at ``weight`` (EasyPhoto's 0.9) to the
         portrait pipelines; ``None`` removes it. An SD1.5 LoRA is refused before loading. One user's LoRA
         is kept loaded at a time (SDXL adapters are ~4× SD1.5's): a new weight, or the same user again,
         costs no file read; the scene LoRA is switched off while the user's is on."""
+        on = self._place(USER_ADAPTER, path, ("LoRA", "the SDXL model", "lora"))
+        self.lora_weight = float(weight) if on else None
+        self._activate({USER_ADAPTER: float(weight)} if on else {})
+
+    def _place(self, name: str, path: str | Path | None, labels: tuple[str, str, str]) -> bool:
+        """Have adapter ``name`` hold the LoRA file ``path`` (read only when the file or its mtime
+        changed; ``None`` deletes it); ``labels``: (what it is, what it is for, load-count key). An SD1.5
+        file is refused before anything is read. Returns whether the adapter is in place."""
+        slot = "_scene" if name == SCENE_ADAPTER else "_user"
         if path is None:
-            if self._user is not None:
-                self._delete(USER_ADAPTER)
-                self._user = None
-            self.lora_weight = None
-            self._activate({})
-            return
+            if getattr(self, slot) is not None:
+                self._delete(name)
+                setattr(self, slot, None)
+            return False
+        what, target, count = labels
         p = Path(path).expanduser()
         if not p.is_file():
-            raise ModelNotFoundError(f"LoRA file {str(p)!r} does not exist (train the user first)")
-        check_family("sdxl", lora_family(p), f"LoRA {p.name!r}", "the SDXL model")
+            raise ModelNotFoundError(f"{what} file {str(p)!r} does not exist" + (
+                " (train the user first)" if name == USER_ADAPTER else ""))  # fmt: skip
+        check_family("sdxl", lora_family(p), f"{what} {p.name!r}", target)
         key = (str(p.resolve()), p.stat().st_mtime)
-        if self._user != key:
-            if self._user is not None:
-                self._delete(USER_ADAPTER)
-                self._user = None
-            self._load_adapter(p, USER_ADAPTER, "lora")
-            self._user = key
-        self.lora_weight = float(weight)
-        self._activate({USER_ADAPTER: float(weight)})
+        if getattr(self, slot) != key:
+            if getattr(self, slot) is not None:
+                self._delete(name)
+                setattr(self, slot, None)
+            self._load_adapter(p, name, count)
+            setattr(self, slot, key)
+        return True
 
     @property
     def lora_path(self) -> str | None:
