@@ -507,3 +507,50 @@ def test_in_memory_components_match_the_model_folder(tiny_model_dir) -> None:
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), net
     assert mem.load_count["controlnet:canny"] == 0
     np.testing.assert_array_equal(_txt2img(helpers.txt2img(mem), 5), _txt2img(helpers.txt2img(disk), 5))
+
+
+def test_second_users_text_encoder_lora_applies_without_a_false_missing_report(
+    tiny_model_dir, tmp_path: Path, caplog
+) -> None:
+    """transformers 5 reports the adapters already in a text encoder as MISSING when another user's
+    LoRA is loaded beside them; the load is right (checked here), so ``quiet_libraries`` drops that report."""
+    import logging
+
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from transformers import CLIPTextModel
+
+    from easyphoto.diffusion.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, save_lora_kohya
+
+    cache = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu", dtype="float32")
+    files = []
+    for i in range(2):  # two users, each with UNet and text-encoder adapters (as training writes them)
+        unet = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+        te = CLIPTextModel.from_pretrained(tiny_model_dir, subfolder="text_encoder")
+        g = torch.Generator().manual_seed(20 + i)
+        for model, targets in ((unet, UNET_TARGETS), (te, TEXT_ENCODER_TARGETS)):
+            model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=list(targets)))
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if "lora_" in name:
+                        p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        files.append(save_lora_kohya(tmp_path / f"user{i}.safetensors", unet, te))
+    ids = cache.tokenizer(["a photo"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+    def encode() -> torch.Tensor:
+        with torch.no_grad():
+            return cache.text_encoder(ids)[0]
+
+    base = encode()
+    with caplog.at_level(logging.WARNING):
+        outs = []
+        for f in files:
+            cache.set_lora(f, 1.0)
+            outs.append(encode())
+    assert "LOAD REPORT" not in caplog.text, caplog.text
+    assert not torch.equal(outs[0], base) and not torch.equal(outs[1], outs[0])
+    fresh = ModelCache(ModelConfig(base_model=str(tiny_model_dir)), device="cpu", dtype="float32")
+    fresh.set_lora(files[1], 1.0)
+    with torch.no_grad():
+        alone = fresh.text_encoder(ids)[0]
+    assert torch.allclose(alone, outs[1], atol=1e-6), "the second user's text-encoder LoRA did not apply"
