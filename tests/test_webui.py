@@ -146,6 +146,7 @@ def test_train_and_generate_in_the_browser(tmp_path: Path, tiny_model_dir: Path)
             page.get_by_role("tab", name="Models").click()
             page.locator("#models-refresh").click()
             expect(page.locator("#models-table")).to_contain_text("browser", timeout=10_000)
+            expect(page.locator("#models-table")).to_contain_text("SD1.5")  # the user model's family
             # A refused Delete (nobody picked, then not confirmed) says why and locks nothing.
             page.locator("#models-delete").click()
             expect(page.get_by_text("Pick at least one trained user id").first).to_be_visible(timeout=10_000)

@@ -5,6 +5,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
+from ...diffusion.families import FAMILY_NAMES
 from ...errors import EasyPhotoError
 from ..i18n import t
 from .common import API, Tab
@@ -30,10 +31,12 @@ class ModelsTab(Tab):
 
     def table(self, request: gr.Request):
         code = self.code(request)
-        headers = [t(f"col.{k}", code) for k in ("user", "created", "steps", "photos", "score", "rank")]
+        columns = ("user", "family", "created", "steps", "photos", "score", "rank")
+        headers = [t(f"col.{k}", code) for k in columns]
         rows = [
             [
                 u["user_id"],
+                FAMILY_NAMES.get(u.get("family") or "sd15", u.get("family")),  # SD1.5 / SDXL
                 local_time(u.get("created")),
                 u.get("steps"),
                 u.get("photos"),
