@@ -38,21 +38,51 @@ class TrainingImages(Protocol):
 
 
 class AdapterTraining:
-    """What every LoRA trainer offers the training stage besides its step: evaluation mode for the
-    validation renders (:meth:`inference`), the adapters' peft state for a resumable checkpoint
-    (:meth:`peft_state`, :meth:`load_peft_state`) and the seeded validation renders (:meth:`_render`).
+    """What every LoRA trainer offers the training stage: the optimizer step (:meth:`step`), evaluation
+    mode for the validation renders (:meth:`inference`), the adapters' peft state for a resumable
+    checkpoint (:meth:`peft_state`, :meth:`load_peft_state`) and the seeded validation renders
+    (:meth:`_render`).
 
-    A subclass sets ``accelerator``, ``config`` and ``unet`` and lists its text encoders by peft-state
-    prefix in :meth:`_text_encoders` (SD1.5: ``text_encoder``; SDXL: also ``text_encoder_2``).
+    A subclass sets ``accelerator``, ``config``, ``unet``, ``optimizer`` and ``global_step``, provides
+    ``sample_batch()`` and ``loss()``, lists its text encoders by peft-state prefix in
+    :meth:`_text_encoders` (SD1.5: ``text_encoder``; SDXL: also ``text_encoder_2``), and names what
+    :meth:`step` accumulates over and clips (:meth:`_accumulated`, :meth:`_trainable`).
     """
 
     accelerator: Any
     config: TrainConfig
     unet: Any
+    optimizer: Any
+    global_step: int
 
     def _text_encoders(self) -> dict[str, Any]:
         """The text encoders (as prepared by accelerate) by their peft-state prefix."""
         raise NotImplementedError
+
+    def _accumulated(self) -> tuple[Any, ...]:
+        """The models gradient accumulation runs over (accelerate's ``accumulate``)."""
+        raise NotImplementedError
+
+    def _trainable(self) -> list[Any]:
+        """The trainable LoRA parameters (gradient clipping)."""
+        raise NotImplementedError
+
+    def step(self, batch: dict[str, Any] | None = None, noise: Any = None, timesteps: Any = None) -> float:
+        """One micro-batch: forward, backward, and (every ``grad_accum`` calls) a clipped optimizer step.
+
+        Returns the micro-batch loss. ``global_step`` counts optimizer steps.
+        """
+        batch = batch if batch is not None else self.sample_batch()
+        with self.accelerator.accumulate(*self._accumulated()):
+            loss = self.loss(batch, noise, timesteps)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self._trainable(), self.config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.sync_gradients:
+            self.global_step += 1
+        return float(loss.detach())
 
     def _unwrap(self, model: Any) -> Any:
         return self.accelerator.unwrap_model(model) if hasattr(self, "accelerator") else model
@@ -347,22 +377,11 @@ class LoraTrainer(AdapterTraining):
             raise ConfigError(f"unsupported prediction type {kind!r}")
         return F.mse_loss(pred.float(), target.float().to(device), reduction="mean")
 
-    def step(self, batch: dict[str, Any] | None = None, noise: Any = None, timesteps: Any = None) -> float:
-        """One micro-batch: forward, backward, and (every ``grad_accum`` calls) an optimizer step.
+    def _accumulated(self) -> tuple[Any, ...]:
+        return (self.unet, self.text_encoder)
 
-        Returns the micro-batch loss. ``global_step`` counts optimizer steps.
-        """
-        batch = batch if batch is not None else self.sample_batch()
-        with self.accelerator.accumulate(self.unet, self.text_encoder):
-            loss = self.loss(batch, noise, timesteps)
-            self.accelerator.backward(loss)
-            if self.accelerator.sync_gradients:
-                self.accelerator.clip_grad_norm_(self.params, self.config.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.accelerator.sync_gradients:
-            self.global_step += 1
-        return float(loss.detach())
+    def _trainable(self) -> list[Any]:
+        return self.params
 
     # -- validation ------------------------------------------------------------------------------
     def render_validation(self) -> list[np.ndarray]:

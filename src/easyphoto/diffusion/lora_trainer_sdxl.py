@@ -221,21 +221,11 @@ class SDXLLoraTrainer(AdapterTraining):
             raise ConfigError(f"unsupported prediction type {kind!r}")
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
-    def step(self, batch: dict[str, Any] | None = None, noise: Any = None, timesteps: Any = None) -> float:
-        """One micro-batch: forward, backward and (every ``grad_accum`` calls) a clipped optimizer step."""
-        batch = batch if batch is not None else self.sample_batch()
-        with self.accelerator.accumulate(self.unet):
-            loss = self.loss(batch, noise, timesteps)
-            self.accelerator.backward(loss)
-            if self.accelerator.sync_gradients:
-                self.accelerator.clip_grad_norm_(
-                    self.params["unet"] + self.params["text"], self.config.grad_clip
-                )
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.accelerator.sync_gradients:
-            self.global_step += 1
-        return float(loss.detach())
+    def _accumulated(self) -> tuple[Any, ...]:
+        return (self.unet,)
+
+    def _trainable(self) -> list[Any]:
+        return self.params["unet"] + self.params["text"]
 
     # -- validation ------------------------------------------------------------------------------
     def render_validation(self) -> list[np.ndarray]:
