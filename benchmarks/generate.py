@@ -246,6 +246,7 @@ def finish_row(portrait: Any, wall: float, gen: Any, probe: Probe) -> dict:
             "step_s": statistics.median(steps) if steps else float("nan"),
             "steps_s": sum(steps),
         }
+    row["background_calls"] = sum(1 for r in records if r["pass"] == "background")
     row["lora_s"] = sum(lora_s)
     row["loads"] = dict(gen.cache.load_count)
     row["found_again"] = sum(1 for s in portrait.scores if s.similarity > 0)

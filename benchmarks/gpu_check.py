@@ -20,11 +20,13 @@ Paths, in order (a path whose prerequisite did not pass is skipped; ``--only`` p
   step, peak memory); ``train_workflow`` (fp16 mixed precision, validation renders under autocast,
   checkpoints, exact fusion, user model); ``fused_adamw``; ``adam_8bit`` (if bitsandbytes is there);
 * ``portrait`` at the default steps (both passes, all controls), ``ip_adapter``, ``fast_lcm``,
-  ``vae_tiling``, ``cpu_offload``; ``sdxl`` (text-to-photo: SDXL template at 1024 px / 30 steps, then the
-  portrait; time against the 10 s target, peak memory with the offload and keep policies); ``sdxl_user``
-  (an SDXL user's portrait on the template at the default 1024 px crop and steps, cold and warm);
-  ``sdxl_train`` (SDXL LoRA training at 1024 px, rank 128: s/step against a bare UNet, peak memory, with
-  and without gradient checkpointing).
+  ``finishing`` (background restore, a face crop brought back by Real-ESRGAN, ×2 super-resolution,
+  GFPGAN, then a painted background replacement: ``gpu_check_finishing.py``), ``vae_tiling``,
+  ``cpu_offload``; ``sdxl`` (text-to-photo: SDXL template at 1024 px / 30 steps, then the portrait;
+  time against the 10 s target, peak memory with the offload and keep policies); ``sdxl_user`` (an SDXL
+  user's portrait on the template at the default 1024 px crop and steps, cold and warm); ``sdxl_train``
+  (SDXL LoRA training at 1024 px, rank 128: s/step against a bare UNet, peak memory, with and without
+  gradient checkpointing).
 
 The GPU run keeps training short (4 optimizer steps) and extrapolates; it takes a few minutes on an
 H100 and stops starting paths after ``--budget-s``.
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads or (1 if args.dry_run else os.cpu_count() or 1))
+    import gpu_check_finishing as finishing
     import gpu_check_paths as paths
     import gpu_check_portrait as portrait
 
@@ -184,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ("portrait", lambda: portrait.portrait(ctx), ("build",)),
         ("ip_adapter", lambda: portrait.ip_adapter(ctx), ("portrait",)),
         ("fast_lcm", lambda: portrait.fast(ctx), ("portrait",)),
+        ("finishing", lambda: finishing.finishing(ctx), ("portrait",)),
         ("vae_tiling", lambda: portrait.vae_tiling(ctx), ("build",)),
         ("cpu_offload", lambda: portrait.cpu_offload(ctx), ("build",)),
         ("sdxl", lambda: portrait.sdxl(ctx), ()),

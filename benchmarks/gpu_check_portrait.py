@@ -77,7 +77,8 @@ def _generator(ctx: Ctx, cache: Any) -> tuple[Any, Any]:
     from easyphoto import workflows
 
     gen = workflows.portrait_generator(cache, ctx.analyzer, home=ctx.home)
-    return gen, genbench.Probe(cache, _config(ctx).first_controlnets, ctx.cuda)
+    cfg = _config(ctx)
+    return gen, genbench.Probe(cache, cfg.first_controlnets, ctx.cuda, cfg.second_controlnets)
 
 
 def _row(ctx: Ctx, gen: Any, probe: Any, cfg: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 # manylinux x86-64 (it has no network). benchmarks/gpu_check.sh installs them there; carry the folder
 # with the device tool's `carry: [".gpu_wheels"]` (benchmarks/README.md, "GPU check").
 #
-#   bash benchmarks/gpu_wheels.sh [--no-bnb]
+#   bash benchmarks/gpu_wheels.sh [--no-bnb] [--no-litert]
 #
 # What the GPU image lacks (python3.12, torch 2.11+cu130, transformers 5.17, accelerate 1.15, peft,
 # huggingface_hub 1.33, tokenizers 0.23, opencv, scikit-image; see the device KINDS.md package list):
@@ -14,18 +14,23 @@
 #     transformers 5.17.0 + huggingface_hub 1.33.0 on this CPU), but ~13 MB buys running what users
 #     install, and the image's peft version is unknown;
 #   * bitsandbytes for the 8-bit AdamW path, slimmed to its CPU and CUDA 13.x libraries (43 MB → ~5 MB;
-#     the image's torch is built for CUDA 13.0). --no-bnb leaves it out.
+#     the image's torch is built for CUDA 13.0). --no-bnb leaves it out;
+#   * ai-edge-litert (+ backports.strenum; the image has its flatbuffers, ml-dtypes, protobuf), the runtime
+#     of the person segmenter, for the `finishing` path's background replacement (~22 MB). --no-litert
+#     leaves it out (that part of the path then says SKIPPED).
 # Versions: the pins of pyproject.toml, and for the rest what this repo's .venv has (tested together).
 # The script checks that the tree that travels (tracked and untracked files + these wheels) stays under
-# 64 MiB, dropping bitsandbytes first if it would not.
+# 64 MiB, dropping ai-edge-litert first, then bitsandbytes, if it would not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bnb=1
+litert=1
 for arg in "$@"; do
   case "$arg" in
     --no-bnb) bnb=0 ;;
-    *) echo "usage: $0 [--no-bnb]" >&2; exit 2 ;;
+    --no-litert) litert=0 ;;
+    *) echo "usage: $0 [--no-bnb] [--no-litert]" >&2; exit 2 ;;
   esac
 done
 py="${PYTHON:-}"
@@ -46,6 +51,9 @@ wheels=(
   "annotated-types==$(have annotated-types)" "typing-inspection==$(have typing-inspection)"
   "typing_extensions==$(have typing_extensions)"
 )
+if [ "$litert" = 1 ]; then
+  wheels+=("ai-edge-litert==$(have ai-edge-litert)" "backports.strenum==$(have backports.strenum)")
+fi
 download=(
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
@@ -90,6 +98,10 @@ tree_bytes() {  # what travels besides the wheels: tracked + untracked-not-ignor
 }
 wheel_bytes() { du -cb "$dest"/*.whl | tail -1 | cut -f1; }
 tree=$(tree_bytes)
+if [ $((tree + $(wheel_bytes))) -ge "$limit" ] && compgen -G "$dest/ai_edge_litert-*.whl" >/dev/null; then
+  echo "over 64 MiB with ai-edge-litert: leaving it out (background replacement in 'finishing' will SKIP)"
+  rm -f "$dest"/ai_edge_litert-*.whl "$dest"/backports_strenum-*.whl
+fi
 if [ $((tree + $(wheel_bytes))) -ge "$limit" ] && compgen -G "$dest/bitsandbytes-*.whl" >/dev/null; then
   echo "over 64 MiB with bitsandbytes: leaving it out (the 8-bit AdamW path will SKIP)"
   rm -f "$dest"/bitsandbytes-*.whl

@@ -14,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: Paths that run on a CPU and must pass there.
 CPU_PATHS = (
-    "env", "build", "train_benchmark", "train_workflow", "portrait", "ip_adapter", "fast_lcm", "vae_tiling",
-    "sdxl", "sdxl_user", "sdxl_train",
+    "env", "build", "train_benchmark", "train_workflow", "portrait", "ip_adapter", "fast_lcm", "finishing",
+    "vae_tiling", "sdxl", "sdxl_user", "sdxl_train",
 )  # fmt: skip
 #: CUDA-only paths: skipped on a CPU, each with its reason (their CPU-side checks ran).
 CUDA_PATHS = ("fused_adamw", "adam_8bit", "cpu_offload")
@@ -43,4 +43,6 @@ def test_gpu_check_dry_run_passes_every_cpu_path(tmp_path: Path) -> None:
         assert re.search(rf"^SKIP\s+{name}\s.*(CUDA|cuda)", text, re.MULTILINE), f"{name}: no reason given"
     assert re.search(r"^METRIC portrait_s = [\d.]+ s", text, re.MULTILINE)
     assert re.search(r"^METRIC train_s_per_optimizer_step = [\d.]+ s", text, re.MULTILINE)
+    assert re.search(r"^METRIC finishing_upscale_s = [\d.]+ s", text, re.MULTILINE)
+    assert re.search(r"^PASS\s+finishing\s.*replace: 1 painting pass", text, re.MULTILINE), "replace ran"
     assert re.search(r"^SUMMARY \d+ PASS, 0 FAIL", text, re.MULTILINE)

@@ -243,11 +243,14 @@ def upscale_image(
     return out[: h0 * s, : w0 * s]
 
 
-def tiny_rrdbnet(scale: int, seed: int = 0, num_feat: int = 16, num_block: int = 2) -> RRDBNet:
+def tiny_rrdbnet(
+    scale: int, seed: int = 0, num_feat: int = 16, num_block: int = 2, std: float = 0.02
+) -> RRDBNet:
     """A small RRDBNet of the real layout for tests (``easyphoto tiny-model``): its weights pass the
     image through (nearest-neighbour enlargement: identity taps in ``conv_first``, the three upper convs
-    and ``conv_last``) plus random weights everywhere (std 0.02; the body fully random), so its output
-    is the picture with a random texture — content that a tiling seam would show."""
+    and ``conv_last``) plus random weights everywhere (``std``; the body fully random), so its output
+    is the picture with a random texture — content that a tiling seam would show. (The GPU check
+    builds the real width this way with a smaller ``std`` and a damped trunk.)"""
     gen = torch.Generator().manual_seed(seed * 1000 + scale)
     torch.manual_seed(seed * 1000 + scale)
     net = RRDBNet(scale=scale, num_feat=num_feat, num_block=num_block, num_grow_ch=num_feat // 2)
@@ -255,7 +258,7 @@ def tiny_rrdbnet(scale: int, seed: int = 0, num_feat: int = 16, num_block: int =
     with torch.no_grad():
         for name, p in net.named_parameters():
             if not name.startswith("body."):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
         for c in range(3):
             net.conv_first.weight[c, c * fold2, 1, 1] += 1.0
             for conv in (net.conv_up1, net.conv_up2, net.conv_hr):
