@@ -197,6 +197,39 @@ def test_a_stopping_worker_hands_its_job_back(redis_server: RedisProcess, tmp_pa
         _submit(store, user="carol")
 
 
+def test_a_job_that_ran_before_is_served_before_new_ones(redis_server: RedisProcess, tmp_path: Path) -> None:
+    """Real Celery messages on the Redis broker: two new trainings, then one handed back by a stopping
+    worker; a consumer receives the handed-back one first, then the new ones in their order."""
+    from easyphoto.jobs.fleet import QUEUES, broker_keys, celery_app, celery_sender
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/3"  # a database of its own: no fleet worker reads it
+    store = RedisJobStore(url, tmp_path, prefix="prio", send=celery_sender(url))
+    store.r.flushdb()
+    first, second, again = (_submit(store, user=u) for u in ("ann", "ben", "cat"))
+    app = celery_app(url)
+    with app.connection_for_read() as conn:
+        queue = conn.SimpleQueue(QUEUES["train"])
+        taken = []
+        for _ in range(3):
+            message = queue.get(timeout=10)
+            taken.append(message.decode()[0])  # Celery's message body: [args, kwargs, embed]
+            message.ack()
+        order = [job_id for job_id, _ in taken]
+        assert order == [first, second, again], "new jobs in the order they came"
+        assert store.claim(again, taken[2][1], 31) is not None
+        assert store.finish(again, 31, "interrupted", error="interrupted", resumable=True)
+        later = _submit(store, user="dan")  # a new job waits …
+        store.requeue_stopped(again)  # … when the stopped one is handed back
+        assert sum(store.r.llen(k) for k in broker_keys(QUEUES["train"])) == 2
+        served = queue.get(timeout=10)
+        served.ack()
+        assert served.decode()[0][0] == again, "a job that ran before goes first"
+        served = queue.get(timeout=10)
+        served.ack()
+        assert served.decode()[0][0] == later
+        queue.close()
+
+
 def test_redis_unreachable_is_one_clear_error(tmp_path: Path) -> None:
     from easyphoto.cli import main
     from easyphoto.config import ServerSettings

@@ -39,6 +39,14 @@ log = logging.getLogger("easyphoto.jobs")
 TASK = "easyphoto.run_job"
 #: Celery queue of each job kind.
 QUEUES = {kind: f"easyphoto.{kind}" for kind in KINDS}
+#: Message priorities on the Redis broker (kombu's steps 0, 3, 6, 9; 0 is served first). A job that
+#: already started once (its worker died or stopped, or a training is resumed) goes before every new
+#: one: it waited its turn already. Measured before this: a job requeued after a kill -9 behind a
+#: burst restarted 19.7 s after the kill, behind the burst (benchmarks/fleet.py).
+PRIORITY_AGAIN, PRIORITY_NEW = 0, 6
+#: kombu's Redis transport keeps priority ``p`` of queue ``q`` in the list ``q + SEP + p`` (0: ``q``);
+#: set explicitly (kombu's defaults) so :func:`broker_keys` stays true.
+PRIORITY_STEPS, PRIORITY_SEP = (0, 3, 6, 9), "\x06\x16"
 DEFAULT_HEARTBEAT_S = 30.0
 
 
@@ -57,7 +65,11 @@ def celery_app(url: str) -> Any:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=QUEUES["generate"],
-        broker_transport_options={"visibility_timeout": 24 * 3600},
+        broker_transport_options={
+            "visibility_timeout": 24 * 3600,
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEP,
+        },  # fmt: skip
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_publish_retry=True,
@@ -71,17 +83,24 @@ def celery_app(url: str) -> Any:
 
 
 def celery_sender(url: str) -> Any:
-    """``send(job, token)``: one ``easyphoto.run_job`` message on the queue of the job's kind (the
-    Celery app is made on first use)."""
+    """``send(job, token)``: one ``easyphoto.run_job`` message on the queue of the job's kind, at
+    :data:`PRIORITY_AGAIN` for a job that ran before, else :data:`PRIORITY_NEW` (the Celery app is made
+    on first use)."""
     app: Any = None
 
     def send(job: Job, token: str) -> None:
         nonlocal app
         if app is None:
             app = celery_app(url)
-        app.send_task(TASK, args=[job.id, token], queue=QUEUES[job.kind])
+        priority = PRIORITY_AGAIN if job.attempts else PRIORITY_NEW
+        app.send_task(TASK, args=[job.id, token], queue=QUEUES[job.kind], priority=priority)
 
     return send
+
+
+def broker_keys(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s messages, one per kombu priority step, served first first."""
+    return [queue if p == 0 else f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
 
 
 def open_store(url: str, home: Path | None = None, heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> RedisJobStore:
@@ -380,7 +399,7 @@ def fleet_status(url: str, home: Path | None = None) -> dict[str, Any]:
         {"id": j.id, "kind": j.kind, "user_id": j.user_id, "worker": j.worker, "progress": j.progress}
         for j in store.running()
     ]
-    broker = {name: int(store.r.llen(name)) for name in QUEUES.values()}
+    broker = {name: sum(int(store.r.llen(key)) for key in broker_keys(name)) for name in QUEUES.values()}
     return {
         "queue": redacted(url),
         "workers": store.workers(),
