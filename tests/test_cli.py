@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from easyphoto.cli import main
+
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -96,9 +98,10 @@ def test_usage_error_exit_code() -> None:
 
 @pytest.mark.slow
 def test_train_then_generate_from_the_command_line(
-    faces_dir: Path, tiny_model_dir: Path, tmp_path: Path
+    faces_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`easyphoto train PHOTOS…` prepares and trains; `easyphoto generate` paints the user into a template."""
+    """`easyphoto train PHOTOS…` prepares and trains; `easyphoto generate` paints the user into a template
+    (both as real processes; the refusal first runs the CLI's ``main`` here: no torch import to wait for)."""
     os.environ["EASYPHOTO_HOME"] = str(tmp_path / "home")
     photos = sorted(str(p) for p in (faces_dir / "identities" / "obama").glob("obama*.jpg"))
     tiny = ["--base-model", str(tiny_model_dir), "--device", "cpu"]
@@ -108,12 +111,13 @@ def test_train_then_generate_from_the_command_line(
     # A validation template without a face stops the run before any step, naming the file.
     wall = tmp_path / "wall.png"
     Image.fromarray(np.full((80, 80, 3), 90, np.uint8)).save(wall)
-    res = run_cli(
-        "train", "--user-id", "obama", *photos, *tiny, *small, *val, "--validation-template", str(wall)
-    )
-    assert res.returncode == 2 and "wall.png" in res.stderr and "no face" in res.stderr
-    assert "Traceback" not in res.stderr
+    capsys.readouterr()
+    refused = [*photos, *tiny, *small, *val, "--validation-template", str(wall)]
+    code = main(["train", "--user-id", "obama", *refused])
+    err = capsys.readouterr().err
+    assert code == 2 and "wall.png" in err and "no face" in err and "Traceback" not in err
     assert not (tmp_path / "home" / "users" / "obama").exists()
+    assert not (tmp_path / "home" / "datasets" / "obama").exists(), "refused before the photos are prepared"
 
     res = run_cli("train", "--user-id", "obama", *photos, *tiny, *small, *val, "--json-events")
     assert res.returncode == 0, res.stderr

@@ -98,6 +98,12 @@ def prepare_and_train(
     for line in recover(home):  # what a crashed earlier run left behind
         log.warning("repaired: %s", line)
     tcfg = train_config or TrainConfig()
+    validation = _extra_validation(tcfg)
+    if validation is not None and photos and not resume:  # a faceless template is refused before the
+        from .face.analyzer import FaceAnalyzer  # photos are prepared and before torch is imported
+
+        analyzer = analyzer or FaceAnalyzer()
+        validation.check(analyzer)
     cache = training_cache(cache, model_config)  # SD1.5 or SDXL, by the base model; nothing loaded
     prepare_config = (prepare_config or PrepareConfig()).for_family(cache.family)  # crops at its size
     if not resume and bool(photos) == (dataset is not None):
@@ -122,7 +128,7 @@ def prepare_and_train(
             on_event=on_event,
             should_stop=should_stop,
             resume=resume,
-            extra_validation=_extra_validation(tcfg),
+            extra_validation=validation,
         )
 
 

@@ -74,6 +74,11 @@ class TemplateValidation:
         self.gen_cfg = template_validation_config(config)
         self.templates: list[ValidationTemplate] = []
 
+    def check(self, analyzer: Any) -> None:
+        """Read the templates now (each must show a face: :class:`NoFaceError` naming the file), so a
+        bad one stops a run before its photos are prepared; :meth:`prepare` then reuses them."""
+        self.templates = load_validation_templates(self.paths, analyzer)
+
     def prepare(self, data: Any, cache: Any, analyzer: Any, folder: Path) -> None:
         """Templates must show a face, the dataset too, and the first pass's ControlNets must load.
 
@@ -87,7 +92,8 @@ class TemplateValidation:
         if family == "sdxl":
             size = self.config.for_family(family).validation_size
             self.gen_cfg = self.gen_cfg.replace(sdxl_short_side=size)
-        self.templates = load_validation_templates(self.paths, analyzer)
+        if not self.templates:
+            self.templates = load_validation_templates(self.paths, analyzer)
         self.user = validation_user(data, analyzer, family)
         for name in family_config(self.gen_cfg, cache).first_controlnets:
             cache.controlnet(name)
