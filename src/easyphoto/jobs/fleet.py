@@ -41,8 +41,9 @@ TASK = "easyphoto.run_job"
 QUEUES = {kind: f"easyphoto.{kind}" for kind in KINDS}
 #: Message priorities on the Redis broker (kombu's steps 0, 3, 6, 9; 0 is served first). A job that
 #: already started once (its worker died or stopped, or a training is resumed) goes before every new
-#: one: it waited its turn already. Measured before this: a job requeued after a kill -9 behind a
-#: burst restarted 19.7 s after the kill, behind the burst (benchmarks/fleet.py).
+#: one: it waited its turn already. A job requeued after a kill -9 behind 20 queued jobs restarted
+#: 19.7 s after the kill before this, 5.2 s with it (benchmarks/fleet.py, heartbeat 2 s: 4 s of that
+#: is noticing the death).
 PRIORITY_AGAIN, PRIORITY_NEW = 0, 6
 #: kombu's Redis transport keeps priority ``p`` of queue ``q`` in the list ``q + SEP + p`` (0: ``q``);
 #: set explicitly (kombu's defaults) so :func:`broker_keys` stays true.
