@@ -486,8 +486,22 @@ def test_fleet_spreads_jobs_survives_a_killed_worker_cancels_and_restarts(
     before_ids = {j["id"]: j["state"] for j in requests.get(f"{url}/v1/jobs?limit=100", timeout=10).json()}
     fleet.stop_api()
     fleet.start_api()
-    after = {j["id"]: j["state"] for j in requests.get(f"{fleet.url}/v1/jobs?limit=100", timeout=10).json()}
+    url = fleet.url  # a new port (generate() reads it)
+    after = {j["id"]: j["state"] for j in requests.get(f"{url}/v1/jobs?limit=100", timeout=10).json()}
     assert after == before_ids and len(after) == 12
-    health = requests.get(f"{fleet.url}/v1/health", timeout=10).json()
+    health = requests.get(f"{url}/v1/health", timeout=10).json()
     assert health["jobs"] == {"succeeded": 11, "cancelled": 1}
     assert len(health["workers"]) == 1, health
+
+    # SIGTERM to the last worker while it paints: the job stops before its next template and goes back
+    # to the queue for the next worker; the worker process ends cleanly
+    handed = generate(templates=8)
+    fleet.wait_until(handed, lambda j: j["state"] == "running")
+    (survivor,) = [w for w in fleet.workers if w.poll() is None]
+    survivor.send_signal(signal.SIGTERM)
+    log = fleet.home / f"worker{fleet.workers.index(survivor)}.log"
+    assert survivor.wait(timeout=60) == 0, log.read_text()[-3000:]
+    job = fleet.job(handed, events_since=0)
+    assert job["state"] == "queued" and job["attempts"] == 1, job
+    assert [e["type"] for e in job["events"]][-1] == "queued", "handed back after it ran"
+    assert "handed back to the queue" in log.read_text()
