@@ -211,3 +211,21 @@ def test_cli_puts_a_picture_behind_the_people(tiny_model_dir: Path, astronaut, t
     assert params["background"] == "replace" and params["config"]["background"] == "replace"
     image = np.asarray(Image.open(out).convert("RGB"))
     assert (image[:8, :8] == (20, 80, 200)).all()  # the corner is sea now
+
+
+def test_cli_refuses_a_picture_with_another_background_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--background keep --background-image X` contradicts itself: one line naming both, nothing made
+    (not the picture silently dropped)."""
+    from easyphoto.cli import main
+
+    picture = tmp_path / "beach.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(picture)
+    args = ["generate", "--template", str(picture), "--photo", str(picture), "--out", str(tmp_path / "out")]
+    for mode in ("keep", "restore"):
+        capsys.readouterr()
+        assert main([*args, "--background", mode, "--background-image", str(picture)]) == 2
+        err = capsys.readouterr().err
+        assert f"--background {mode}" in err and "--background-image" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -104,7 +104,15 @@ def _settings(
     given: dict[str, Any], before_fusion: float | None, after_fusion: float | None, picture: Path | None
 ) -> GenerateConfig:
     """The :class:`GenerateConfig` of the options given (unset ones keep the schema's defaults): a fusion
-    ratio of 0 switches that fusion off, a background picture implies ``background="replace"``."""
+    ratio of 0 switches that fusion off, a background picture implies ``background="replace"`` (and
+    contradicts any other mode given: refused rather than silently dropped)."""
+    if picture is not None and given.get("background") not in (None, "replace"):
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"--background-image is put behind the people, which is --background replace, not "
+            f"--background {given['background']}: drop one of them"
+        )
     extra = {
         "fast": given.get("fast") or None,
         "apply_fusion_before": None if before_fusion is None else before_fusion > 0,
