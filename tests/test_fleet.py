@@ -150,17 +150,18 @@ def test_one_training_per_user_across_servers_and_stale_deliveries(
 
 
 def test_dead_worker_job_is_queued_again_once_and_fenced(redis_server: RedisProcess, tmp_path: Path) -> None:
-    store = _store(redis_server, tmp_path, heartbeat_ttl_s=0.3, max_attempts=2)
-    old = RedisJobStore(redis_server.url, tmp_path, prefix=store.prefix, heartbeat_ttl_s=0.3)
+    TTL = 1.0  # s; the first sweep must come within it of the heartbeat (a loaded CI stalls for 0.3 s)
+    store = _store(redis_server, tmp_path, heartbeat_ttl_s=TTL, max_attempts=2)
+    old = RedisJobStore(redis_server.url, tmp_path, prefix=store.prefix, heartbeat_ttl_s=TTL)
     old.fence_pid = 11
     job_id = _submit(store, "generate", user="bob")
     old.heartbeat(11, {"job": job_id})
     assert old.claim(job_id, store.sent[0][1], 11) is not None
-    reaper = Reaper(store, grace_s=0.3)
+    reaper = Reaper(store, grace_s=TTL)
     assert reaper.sweep() == [] and not old.cancel_requested(job_id), "the worker is alive"
-    time.sleep(0.4)  # its heartbeat expires …
+    time.sleep(TTL * 1.3)  # its heartbeat expires …
     assert reaper.sweep() == [], "… and the reaper waits a grace period before believing it"
-    time.sleep(0.35)
+    time.sleep(TTL * 1.1)
     assert reaper.sweep() == [job_id]
     job = store.get(job_id)
     assert job.state == "queued" and len(store.sent) == 2 and store.sent[1][1] != store.sent[0][1]
@@ -171,7 +172,7 @@ def test_dead_worker_job_is_queued_again_once_and_fenced(redis_server: RedisProc
     assert [e["type"] for e in store.events(job_id)] == ["queued", "running", "requeued", "running"]
     time.sleep(0.1)  # worker 12 never beat: after max_attempts the job is given up, not looped forever
     reaper.sweep()
-    time.sleep(0.35)
+    time.sleep(TTL * 1.1)
     reaper.sweep()
     job = store.get(job_id)
     assert job.state == "interrupted" and "given up after 2 attempts" in job.error
