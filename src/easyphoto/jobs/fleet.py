@@ -41,7 +41,7 @@ TASK = "easyphoto.run_job"
 QUEUES = {kind: f"easyphoto.{kind}" for kind in KINDS}
 #: Message priorities on the Redis broker (kombu's steps 0, 3, 6, 9; 0 is served first). A job that
 #: already started once (its worker died or stopped, or a training is resumed) goes before every new
-#: one: it waited its turn already. A job requeued after a kill -9 behind 20 queued jobs restarted
+#: one: it waited its turn already. A job requeued after a kill -9 behind ~18 queued jobs restarted
 #: 19.7 s after the kill before this, 5.2 s with it (benchmarks/fleet.py, heartbeat 2 s: 4 s of that
 #: is noticing the death).
 PRIORITY_AGAIN, PRIORITY_NEW = 0, 6
