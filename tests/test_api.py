@@ -219,6 +219,17 @@ def test_generate_through_v1(
     assert job["state"] == "succeeded", job
     made = load_image(requests.get(url + job["result"]["images"][0]["url"], timeout=10).content)
     assert (made[:4, :4] == 77).all()  # the corner is the new background
+    # a picture with "restore" contradicts itself: refused before a job exists, naming both
+    r = requests.post(
+        f"{url}/v1/generate",
+        data={"user_ids": "astro", "options": json.dumps({"background": "restore"})},
+        files=[
+            ("templates", ("t.png", template.read_bytes(), "image/png")),
+            ("background_image", ("sea.png", png_bytes(300, 200, 77), "image/png")),
+        ],
+        timeout=30,
+    )
+    assert r.status_code == 400 and "restore" in r.json()["message"] and "picture" in r.json()["message"]
 
 
 @pytest.mark.slow

@@ -291,6 +291,33 @@ def test_text_to_photo_end_to_end(t2p, t2p_home: Path, tmp_path: Path) -> None:
     assert np.array_equal(load_image(again.images[0]["template_path"]), template)
 
 
+def test_text_to_photo_of_a_person_given_as_photos(t2p, t2p_home: Path, tmp_path: Path, astronaut) -> None:
+    """No template and no training: SDXL draws the scene, the IP-Adapter paints the person from photos
+    (user "photo"); a picture goes behind them; a kept generator forgets the photos for the next job."""
+    from easyphoto.imageio import load_image, save_png
+    from easyphoto.stages.generate import read_png_params
+    from easyphoto.text_to_photo import text_to_photo_files
+
+    gen, maker = t2p
+    me = save_png(astronaut, tmp_path / "me.png")
+    beach = save_png(np.full((64, 96, 3), (30, 140, 220), np.uint8), tmp_path / "beach.png")
+    result = text_to_photo_files(
+        [], T2P_E2E, FAST.replace(second_steps=0), tmp_path / "out", generator=gen, maker=maker,
+        home=t2p_home, photos=[me], background_image=beach,
+    )  # fmt: skip
+    entry = result.images[0]
+    assert [s["user_id"] for s in entry["scores"]] == ["photo"] and entry["path"].endswith("-photo.png")
+    params = read_png_params(entry["path"])
+    assert params["user_ids"] == ["photo"] and params["config"]["ip_adapter_scale"] is None
+    assert params["background"] == "replace" and params["text2photo"]["prompt"] == T2P_E2E.prompt
+    portrait, template = load_image(entry["path"]), load_image(entry["template_path"])
+    assert (np.abs(portrait.astype(int) - template).max(axis=2) > 0).any(), "the person was painted in"
+    assert "photo" in gen.photo_users
+    again = text_to_photo_files(["alice"], T2P_E2E, FAST, tmp_path / "next", generator=gen, maker=maker,
+                                home=t2p_home)  # fmt: skip
+    assert [s["user_id"] for s in again.images[0]["scores"]] == ["alice"] and not gen.photo_users
+
+
 @pytest.mark.slow
 def test_text_to_photo_pose_changes_the_template(t2p, t2p_home: Path) -> None:
     from easyphoto.text_to_photo import text_to_photo
@@ -456,6 +483,19 @@ def test_v1_text2photo_route(sdxl_dir, tiny_model_dir, t2p_home, analyzer, astro
     assert view["state"] == "succeeded", view
     img = view["result"]["images"][0]
     assert client.get(img["url"]).status_code == 200 and client.get(img["template_url"]).status_code == 200
+    # no template, no training: photos of the person (user "photo") and a picture behind them
+    r = client.post(
+        "/v1/text2photo",
+        data={"prompt": "a person", "options": json.dumps(options), "generate_options": json.dumps(gen)},
+        files=[("photos", ("me.png", cv2_png(astronaut), "image/png")),
+               ("background_image", ("sky.png", cv2_png(np.full((32, 32, 3), 200, np.uint8)), "image/png"))],
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+    worker.run_job(worker.store.claim_next(worker.pid))
+    photo_job = client.get(f"/v1/jobs/{r.json()['job_id']}").json()
+    assert photo_job["state"] == "succeeded", photo_job
+    assert photo_job["result"]["user_ids"] == ["photo"]
+    assert photo_job["params"]["generate"]["background"] == "replace", "a picture given is a picture used"
     # the web UI's Text-to-photo tab shows the portrait, then its template
     from types import SimpleNamespace
 

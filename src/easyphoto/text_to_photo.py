@@ -14,13 +14,17 @@ from typing import Any
 
 from .config import GenerateConfig, ModelConfig
 from .errors import ConfigError
+from .users import PHOTO_USER
 from .workflows import (
     BatchResult,
     EventCallback,
     _emit,
     check_families,
     check_generation,
+    load_background_picture,
     portrait_generator,
+    set_people,
+    with_picture,
 )
 
 
@@ -68,12 +72,15 @@ def template_maker(cache: Any = None, *, model_config: ModelConfig | None = None
 
 def check_text_to_photo(
     user_ids: Sequence[str], config: GenerateConfig, home: Path | None = None,
-    model_config: ModelConfig | None = None,
+    model_config: ModelConfig | None = None, *, photos: bool = False, background_picture: bool = False,
 ) -> list[str]:  # fmt: skip
     """:func:`check_generation` and :func:`check_families` (an SD1.5 user needs an SD1.5 base; SDXL
-    users are painted on the template's own SDXL model), before any model is loaded."""
-    ids = check_generation(user_ids, config, home)
-    check_families(ids, model_config, home, background=config.background)
+    users are painted on the template's own SDXL model), before any model is loaded. ``photos``: a
+    person is given as photos (the user ``"photo"``, the default when ``user_ids`` is empty)."""
+    ids = list(user_ids) or ([PHOTO_USER] if photos else [])
+    people = [PHOTO_USER] if photos else []
+    ids = check_generation(ids, config, home, photo_users=people, background_picture=background_picture)
+    check_families(ids, model_config, home, people, config.background)
     return ids
 
 
@@ -90,10 +97,17 @@ def text_to_photo(
     home: Path | None = None,
     on_event: EventCallback | None = None,
     keep_intermediates: bool = False,
+    photos: Sequence[Any] | None = None,
+    ip_image: Any = None,
+    background_image: Any = None,
 ) -> Any:
     """SDXL draws a template from ``config.prompt`` (a :class:`~easyphoto.config.Text2PhotoConfig`),
     optionally held to ``pose`` (a shipped pose name or an OpenPose image) and styled by ``scene_lora``
     (a file; default ``config.scene_lora``); then the portrait pipeline paints ``user_ids`` in.
+
+    ``photos``, ``ip_image``, ``background_image``: as in :func:`~easyphoto.workflows.generate_batch` —
+    a person painted from photos without training (no template and no training: the IP-Adapter carries
+    the identity), the face the IP-Adapter sees, a picture put behind the people.
 
     The SDXL and SD1.5 models share the device under the generator's ``ModelConfig.sdxl_memory``
     (:attr:`PortraitGenerator.memory`); SDXL users are painted on the template's SDXL model (the same
@@ -106,10 +120,14 @@ def text_to_photo(
 
     t2p = config or Text2PhotoConfig()
     gcfg = generate_config or GenerateConfig()
+    picture = load_background_picture(background_image)
+    gcfg = with_picture(gcfg, picture is not None)
     ids = check_text_to_photo(
-        user_ids, gcfg, home, generator.cache.config if generator is not None else model_config
-    )
+        user_ids, gcfg, home, generator.cache.config if generator is not None else model_config,
+        photos=bool(photos), background_picture=picture is not None,
+    )  # fmt: skip
     gen = generator or portrait_generator(model_config=model_config, home=home)
+    set_people(gen, photos, ip_image)
     if maker is None:
         maker = template_maker(gen.sdxl_cache)
     elif maker.cache is not gen.sdxl_cache:
@@ -129,7 +147,7 @@ def text_to_photo(
         gcfg = gcfg.replace(seed=seed)
     portrait = gen.generate(
         template.array, ids, gcfg, template_name=f"text-to-photo template (seed {seed})",
-        keep_intermediates=keep_intermediates, on_event=on_event,
+        keep_intermediates=keep_intermediates, on_event=on_event, background_image=picture,
     )  # fmt: skip
     portrait.params["template"] = "text-to-photo"
     portrait.params["text2photo"] = template.params

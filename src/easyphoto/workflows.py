@@ -235,13 +235,8 @@ def generate_batch(
     """
     cfg = config or GenerateConfig()
     user_ids = list(user_ids) or ([PHOTO_USER] if photos else [])
-    picture = None
-    if background_image is not None:
-        from .imageio import load_image
-
-        named = isinstance(background_image, (str, Path))
-        label = Path(str(background_image)).name if named else "background"
-        picture = load_image(background_image, name=label)
+    picture = load_background_picture(background_image)
+    cfg = with_picture(cfg, picture is not None)
     check_generation(user_ids, cfg, home, photo_users=[PHOTO_USER] if photos else [],
                      background_picture=picture is not None)  # fmt: skip
     check_families(
@@ -249,10 +244,7 @@ def generate_batch(
         [PHOTO_USER] if photos else [], cfg.background,
     )  # fmt: skip
     gen = generator or portrait_generator(model_config=model_config, home=home)
-    gen.photo_users.clear()  # a kept generator must not paint the last job's photos
-    if photos:
-        gen.add_photo_user(photos, PHOTO_USER)
-    gen.set_ip_image(ip_image)
+    set_people(gen, photos, ip_image)
     out = Path(out_dir)
     result = BatchResult()
     for i, (path, name) in enumerate(templates):
@@ -307,6 +299,34 @@ def portrait_generator(
     from .stages.generate import PortraitGenerator
 
     return PortraitGenerator(cache, analyzer, model_config=model_config, home=home or easyphoto_home())
+
+
+def with_picture(config: GenerateConfig, has_picture: bool) -> GenerateConfig:
+    """A background picture with the default ``background="keep"`` means ``replace``
+    (:func:`~easyphoto.stages.generate.background.with_picture`)."""
+    from .stages.generate.background import with_picture as picture_mode
+
+    return picture_mode(config, has_picture)
+
+
+def load_background_picture(background_image: Any) -> Any:
+    """The picture to put behind the people (a path, bytes or an array; ``None`` passes through), read
+    once before any work so a bad file is refused naming itself."""
+    if background_image is None:
+        return None
+    from .imageio import load_image
+
+    named = isinstance(background_image, (str, Path))
+    return load_image(background_image, name=Path(str(background_image)).name if named else "background")
+
+
+def set_people(gen: Any, photos: Sequence[Any] | None, ip_image: Any = None) -> None:
+    """Give a (possibly kept) generator this request's person-as-photos (user ``"photo"``) and IP-Adapter
+    image: the last request's are dropped, so a worker never paints one job's photos into the next."""
+    gen.photo_users.clear()
+    if photos:
+        gen.add_photo_user(photos, PHOTO_USER)
+    gen.set_ip_image(ip_image)
 
 
 def check_generation(
@@ -448,9 +468,11 @@ __all__ = [
     "default_portrait_name",
     "errors_to_exception",
     "generate_batch",
+    "load_background_picture",
     "prepare_and_train",
     "portrait_generator",
     "prepare_photos",
+    "set_people",
     "swap",
     "template_faces",
     "train",

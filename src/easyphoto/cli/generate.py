@@ -82,7 +82,10 @@ def generate(
     mc = model_config(base_model, device, dtype)
     mc = mc.replace(template_model=template_model) if template_model else mc  # also SDXL users' model
     if prompt is not None or not template:
-        opts = t2p.Options(prompt, pose, size, scene_lora, template_model, as_json, save_intermediates)
+        opts = t2p.Options(
+            prompt, pose, size, scene_lora, template_model, as_json, save_intermediates,
+            tuple(photo or ()), background_image,
+        )  # fmt: skip
         return t2p.run_text_to_photo(opts, user_id or [], cfg, out, mc)
     batch = generate_batch(
         [(p, str(p)) for p in template], user_id or [], cfg, out,

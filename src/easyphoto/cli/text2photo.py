@@ -58,6 +58,8 @@ class Options:
     template_model: str | None
     as_json: bool = False
     save_intermediates: bool = False
+    photos: tuple[Path, ...] = ()  # a person painted without training (the user "photo")
+    background_image: Path | None = None
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -90,7 +92,8 @@ def run_text_to_photo(
 
     batch = text_to_photo_files(
         user_ids, t2p, cfg, out, pose=opts.pose, model_config=mc, keep_intermediates=opts.save_intermediates,
-        on_event=None if opts.as_json else ProgressPrinter(),
+        on_event=None if opts.as_json else ProgressPrinter(), photos=list(opts.photos) or None,
+        background_image=opts.background_image,
     )  # fmt: skip
     img = batch.images[0]
     scores = [

@@ -236,13 +236,12 @@ class JobService:
         user id is given). ``ip_image``: the face the IP-Adapter sees instead of each user's own.
         ``background_image``: the picture put behind the people (``background="replace"``).
         """
-        from ..workflows import check_generation
+        from ..workflows import check_generation, with_picture
 
         gcfg = effective_config("generate", generate)
         base = self.resolve_base_model(base_model)
         named = [PHOTO_USER] if photos else []
-        if background_image is not None and gcfg.background != "replace":
-            gcfg = gcfg.replace(background="replace")  # a picture given is a picture to use
+        gcfg = with_picture(gcfg, background_image is not None)  # keep + a picture: replace
         ids = check_generation(
             list(user_ids) or named,
             gcfg,
@@ -262,22 +261,31 @@ class JobService:
                 "generate": gcfg.to_dict(),
                 "notes": list(notes),
             }
-            if photos:
-                lim = self.limits.max_photos
-                params["photos"] = self._store_uploads(folder, photos, "person", "photos", lim, sub="photos")
+            params |= self._store_people(folder, photos, ip_image, background_image)
             if base:
                 params["base_model"] = base
-            if ip_image is not None:
-                params["ip_image"] = self._store_uploads(folder, [ip_image], "ip", "ip_image", 1, sub="ip")[0]
-            if background_image is not None:
-                params["background_image"] = self._store_uploads(
-                    folder, [background_image], "background", "background_image", 1, sub="background"
-                )[0]
             first = next((u for u in ids if u.lower() != "none" and u not in named), None)
             return self.store.submit(job_id, "generate", params, user_id=first)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+
+    def _store_people(
+        self, folder: Path, photos: Sequence[Upload], ip_image: Upload | None, background: Upload | None
+    ) -> dict[str, Any]:
+        """A generation's person-as-photos, IP-Adapter image and background picture, stored in the job's
+        folder; the job params that name them."""
+        params: dict[str, Any] = {}
+        if photos:
+            lim = self.limits.max_photos
+            params["photos"] = self._store_uploads(folder, photos, "person", "photos", lim, sub="photos")
+        if ip_image is not None:
+            params["ip_image"] = self._store_uploads(folder, [ip_image], "ip", "ip_image", 1, sub="ip")[0]
+        if background is not None:
+            params["background_image"] = self._store_uploads(
+                folder, [background], "background", "background_image", 1, sub="background"
+            )[0]
+        return params
 
     def submit_text2photo(
         self,
@@ -289,16 +297,24 @@ class JobService:
         pose_name: str | None = None,
         notes: Sequence[str] = (),
         base_model: str | None = None,
+        photos: Sequence[Upload] = (),
+        ip_image: Upload | None = None,
+        background_image: Upload | None = None,
     ) -> Job:
         """Validate users (trained, SD1.5), both settings, the scene LoRA's name and the pose, then queue
-        a text-to-photo generation (a ``generate`` job whose params hold ``text2photo``)."""
+        a text-to-photo generation (a ``generate`` job whose params hold ``text2photo``). ``photos``,
+        ``ip_image``, ``background_image``: as for :meth:`submit_generate` (no template, no training)."""
         from ..config import Text2PhotoConfig
         from ..text_to_photo import check_text_to_photo, resolve_scene_lora, text2photo_presets
+        from ..workflows import with_picture
 
         t2p = Text2PhotoConfig.from_layers(text2photo)
         gcfg = effective_config("generate", generate)
         base = self.resolve_base_model(base_model)
-        ids = check_text_to_photo(user_ids, gcfg, self.home)
+        gcfg = with_picture(gcfg, background_image is not None)  # keep + a picture: replace
+        ids = check_text_to_photo(
+            user_ids, gcfg, self.home, photos=bool(photos), background_picture=background_image is not None
+        )
         resolve_scene_lora(t2p.scene_lora)
         if pose_name and pose_name not in text2photo_presets()["poses"]:
             known = ", ".join(text2photo_presets()["poses"])
@@ -309,9 +325,11 @@ class JobService:
             params.update(text2photo=t2p.to_dict(), notes=list(notes), pose_name=pose_name)
             if pose is not None:
                 params["pose"] = self._store_uploads(folder, [pose], "pose", "pose", 1, sub="pose")[0]
+            params |= self._store_people(folder, photos, ip_image, background_image)
             if base:
                 params["base_model"] = base
-            first = next((u for u in ids if u.lower() != "none"), None)
+            named = [PHOTO_USER] if photos else []  # a person given as photos holds no user lock
+            first = next((u for u in ids if u.lower() != "none" and u not in named), None)
             return self.store.submit(job_id, "generate", params, user_id=first)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -330,13 +330,7 @@ class Worker:
             file_name=lambda i, name, _ids: f"portrait_{i:02d}_{name}.png",
             on_event=on_event,
             should_stop=lambda: self.should_stop(job.id),
-            photos=[folder / "inputs" / p["file"] for p in params.get("photos", [])] or None,
-            ip_image=folder / "inputs" / params["ip_image"]["file"] if params.get("ip_image") else None,
-            background_image=(
-                folder / "inputs" / params["background_image"]["file"]
-                if params.get("background_image")
-                else None
-            ),
+            **_people_inputs(params, folder),
         )
         photo_users = {PHOTO_USER} if params.get("photos") else set()
         for uid in dict.fromkeys(u for u in ids if u.lower() != "none" and u not in photo_users):
@@ -346,6 +340,19 @@ class Worker:
         self.store.add_event(job.id, {"type": "done"}, {"stage": "done", "fraction": 1.0})
         images = [{k: v for k, v in img.items() if k != "path"} for img in batch.images]
         return {"images": images, "errors": batch.errors, "user_ids": ids}
+
+
+def _people_inputs(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A generation job's stored person-as-photos, IP-Adapter image and background picture, as the
+    workflows take them (``photos``, ``ip_image``, ``background_image``; ``None`` when not given)."""
+    inputs = folder / "inputs"
+    return {
+        "photos": [inputs / p["file"] for p in params.get("photos", [])] or None,
+        "ip_image": inputs / params["ip_image"]["file"] if params.get("ip_image") else None,
+        "background_image": (
+            inputs / params["background_image"]["file"] if params.get("background_image") else None
+        ),
+    }
 
 
 def _run_text2photo(worker: Any, job: Job, folder: Path) -> dict[str, Any]:
@@ -368,12 +375,14 @@ def _run_text2photo(worker: Any, job: Job, folder: Path) -> dict[str, Any]:
         elif progress is not None:
             worker.store.set_progress(job.id, progress)
 
+    inputs = _people_inputs(params, folder)
     batch = text_to_photo_files(
         params["user_ids"], t2p, GenerateConfig.from_layers(params.get("generate")), files,
         file_name="portrait_00_text2photo.png", pose=pose, scene_lora=resolve_scene_lora(t2p.scene_lora),
-        generator=worker.generator, maker=worker._maker, home=worker.home, on_event=on_event,
+        generator=worker.generator, maker=worker._maker, home=worker.home, on_event=on_event, **inputs,
     )  # fmt: skip
-    for uid in dict.fromkeys(u for u in params["user_ids"] if u.lower() != "none"):
+    photo_users = {PHOTO_USER} if inputs["photos"] else set()
+    for uid in dict.fromkeys(u for u in params["user_ids"] if u.lower() != "none" and u not in photo_users):
         face = user_dir(uid, worker.home) / FACE_ID_FILE
         if face.is_file():
             copy_atomic(face, files / f"face_id_{uid}.png")

@@ -209,11 +209,7 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         result lists images and scores."""
         ids = [u.strip() for item in user_ids or [] for u in item.split(",") if u.strip()]
         uploads = await read_uploads(templates, limits, "template")
-        people = await read_uploads(photos, limits, "photo") if photos else []
-        ip = (await read_uploads([ip_image], limits, "ip_image"))[0] if ip_image is not None else None
-        behind = None
-        if background_image is not None:
-            behind = (await read_uploads([background_image], limits, "background_image"))[0]
+        people, ip, behind = await _read_people(photos, ip_image, background_image, limits)
         job = await run_in_threadpool(
             lambda: service.submit_generate(
                 ids,
@@ -229,12 +225,36 @@ def _submit_routes(router: APIRouter, service: JobService) -> None:
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
 
 
+async def _read_people(
+    photos: list[UploadFile] | None, ip_image: UploadFile | None, background: UploadFile | None, limits: Any
+) -> tuple[list[Any], Any, Any]:
+    """A generation's uploads besides its templates: photos of a person, the IP-Adapter's face, the
+    picture behind the people (each checked against the limits, named in errors by its field)."""
+    people = await read_uploads(photos, limits, "photo") if photos else []
+    ip = (await read_uploads([ip_image], limits, "ip_image"))[0] if ip_image is not None else None
+    behind = (
+        (await read_uploads([background], limits, "background_image"))[0] if background is not None else None
+    )
+    return people, ip, behind
+
+
 def _text2photo_routes(router: APIRouter, service: JobService) -> None:
     limits = service.limits
 
     @router.post("/v1/text2photo", status_code=202, response_model=JobAccepted, tags=["generation"])
     async def text2photo(
-        user_ids: list[str] = Form(..., description="User id per template face, left to right."),
+        user_ids: list[str] | None = Form(
+            None, description="User id per template face, left to right; with photos: 'photo'."
+        ),
+        photos: list[UploadFile] | None = File(
+            None, description="No training: photos of the person, painted in as user 'photo' (IP-Adapter)."
+        ),
+        ip_image: UploadFile | None = File(
+            None, description="A face the IP-Adapter sees instead of each user's own (ip_adapter_scale > 0)."
+        ),
+        background_image: UploadFile | None = File(
+            None, description='A picture to put behind the people (sets "background": "replace").'
+        ),
         prompt: str | None = Form(None, description="What the template shows (SDXL draws it)."),
         pose: UploadFile | None = File(None, description="An OpenPose image the template follows."),
         pose_name: str | None = Form(
@@ -252,14 +272,23 @@ def _text2photo_routes(router: APIRouter, service: JobService) -> None:
     ) -> JobAccepted:
         """Queue a text-to-photo generation: SDXL draws a template from the prompt (held to a pose when
         given), then the users are painted in; the result lists the portrait and its template."""
-        ids = [u.strip() for item in user_ids for u in item.split(",") if u.strip()]
+        ids = [u.strip() for item in user_ids or [] for u in item.split(",") if u.strip()]
         t2p = parse_options(options) | ({"prompt": prompt} if prompt is not None else {})
         gen = parse_options(generate_options)
         up = (await read_uploads([pose], limits, "pose"))[0] if pose is not None else None
+        people, ip, behind = await _read_people(photos, ip_image, background_image, limits)
         job = await run_in_threadpool(
             lambda: service.submit_text2photo(
-                ids, t2p, gen, pose=up, pose_name=pose_name, base_model=base_model
-            )
+                ids,
+                t2p,
+                gen,
+                pose=up,
+                pose_name=pose_name,
+                base_model=base_model,
+                photos=people,
+                ip_image=ip,
+                background_image=behind,
+            )  # fmt: skip
         )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
 

@@ -36,7 +36,7 @@ from ...config import TRIGGER_CAPTION, GenerateConfig, ModelConfig, easyphoto_ho
 from ...errors import ConfigError, NoFaceError
 from ...imageio import ImageSource, load_image
 from ...users import IP_EMBEDS_FILE, PHOTO_USER, lora_mtime
-from .background import background_step, check_background, default_segmenter
+from .background import background_step, check_background, default_segmenter, with_picture
 from .controls import CONTROLS, ControlInputs, check_controlnets, control_images, family_config
 from .portrait import FaceScore, Portrait, read_png_params
 from .regions import FaceCrop, crop_face_region, inpaint_mask, refine_mask, reinhard_face, round8
@@ -375,7 +375,7 @@ class PortraitGenerator:
     ) -> Portrait:
         """One portrait from one template (see :func:`generate`); ``background_image``: the picture
         put behind the people with ``background="replace"`` (else ``background_prompt`` is painted)."""
-        cfg = config or GenerateConfig()
+        cfg = with_picture(config or GenerateConfig(), background_image is not None)
         check_controlnets(cfg)
         check_background(cfg, background_image is not None)
         if not user_ids:

@@ -187,9 +187,24 @@ def restore_background(
 
 # ---------------------------------------------------------------------------------- the pipeline step
 def check_background(cfg: Any, has_picture: bool) -> None:
-    """Refuse, before any work, a replacement with nothing to put behind the person."""
+    """Refuse, before any work, a replacement with nothing to put behind the person, and a picture
+    given for a mode that would not use it (see :func:`with_picture`)."""
     if cfg.background == "replace" and not has_picture and not cfg.background_prompt.strip():
         raise ConfigError("background=replace needs background_prompt or a background picture")
+    if has_picture and cfg.background != "replace":
+        raise ConfigError(
+            f"a background picture is put behind the people (background=replace), but background is "
+            f"{cfg.background!r}: give one or the other"
+        )
+
+
+def with_picture(cfg: Any, has_picture: bool) -> Any:
+    """``cfg`` for a request that gives a background picture or not: a picture with the default
+    ``keep`` means ``replace`` (a picture given is a picture to use); with ``restore`` it stays a
+    contradiction that :func:`check_background` refuses."""
+    if has_picture and cfg.background == "keep":
+        return cfg.replace(background="replace")
+    return cfg
 
 
 def background_step(
@@ -259,6 +274,7 @@ __all__ = [
     "BACKGROUNDS",
     "background_step",
     "check_background",
+    "with_picture",
     "default_segmenter",
     "composite",
     "cover",
