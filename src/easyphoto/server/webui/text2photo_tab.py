@@ -1,5 +1,6 @@
-"""The Text-to-photo tab: pick a trained user, say what the picture shows (or take a shipped prompt),
-optionally a pose; SDXL draws the template and the user is painted in. The job is a generation job, so
+"""The Text-to-photo tab: pick a trained user (or give photos of a person: no training, no template),
+say what the picture shows (or take a shipped prompt), optionally a pose; SDXL draws the template and
+the person is painted in. The job is a generation job, so
 progress, results and downloads work as in the Generate tab (whose poll this tab reuses)."""
 
 from pathlib import Path
@@ -76,20 +77,22 @@ class Text2PhotoTab(GenerateTab):
         return text2photo_presets()
 
     def start_text2photo(
-        self, request: gr.Request, users: list[str] | None, prompt: str, pose_name: str | None,
-        pose_file: str | None, *values: Any,
+        self, request: gr.Request, users: list[str] | None, person: list[str] | None, prompt: str,
+        pose_name: str | None, pose_file: str | None, *values: Any,
     ):  # fmt: skip
         code = self.code(request)
-        if not users:
+        if not users and not person:
             return self.refuse(t("err.no_users", code), code, 6)
         if not (prompt or "").strip():
             return self.refuse(t("err.no_prompt", code), code, 6)
         try:
             settings = form_values(Text2PhotoConfig, T2P_FIELDS, values) | {"prompt": prompt.strip()}
             pose = Upload(Path(pose_file).name, Path(pose_file).read_bytes()) if pose_file else None
+            photos = [Upload(Path(f).name, Path(f).read_bytes()) for f in person or []]
             job = self.service.submit_text2photo(
-                list(users), settings, {}, pose=pose, pose_name=None if pose else (pose_name or None)
-            )
+                list(users or []), settings, {}, pose=pose, pose_name=None if pose else (pose_name or None),
+                photos=photos,
+            )  # fmt: skip
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 6)
         return job.id, gr.Timer(active=True), progress_html(0, t("state.queued", code)), "", [], None
@@ -119,6 +122,10 @@ class Text2PhotoTab(GenerateTab):
                     multiselect=True,
                     elem_id="t2p-users",
                 )
+                person = gr.File(
+                    label=L("gen.photos"), file_count="multiple", file_types=["image"], type="filepath",
+                    elem_id="t2p-photos", height=110,
+                )  # fmt: skip
                 prompt = gr.Textbox(label=L("t2p.prompt"), lines=3, elem_id="t2p-prompt")
                 preset = gr.Dropdown(
                     label=L("t2p.preset"), choices=list(presets["prompts"]), elem_id="t2p-preset"
@@ -145,7 +152,10 @@ class Text2PhotoTab(GenerateTab):
         preset.change(self.use_preset, [preset], [prompt], api_visibility=API)
         outputs = [job, timer, progress, status, results, downloads]
         start.click(
-            self.start_text2photo, [users, prompt, pose, pose_file, *inputs], outputs, api_visibility=API
+            self.start_text2photo,
+            [users, person, prompt, pose, pose_file, *inputs],
+            outputs,
+            api_visibility=API,
         )
         polled = [progress, status, results, downloads, timer]
         timer.tick(self.poll, [job], polled, show_progress="hidden", api_visibility=API)
