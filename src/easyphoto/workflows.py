@@ -387,8 +387,9 @@ def check_families(
         if u.lower() != "none" and (u in photo_users or UserModel.load(u, home).meta.family == "sd15")
     ]  # fmt: skip
     if sd15:
+        named = [f"{u!r} (photos: the IP-Adapter is SD1.5's)" if u in photo_users else repr(u) for u in sd15]
         raise ConfigError(
-            f"base model {mc.base_model!r} is SDXL, but {', '.join(map(repr, sd15))} "
+            f"base model {mc.base_model!r} is SDXL, but {', '.join(named)} "
             f"{'needs' if len(sd15) == 1 else 'need'} SD1.5: give an SD1.5 base model (--base-model, "
             "EASYPHOTO_BASE_MODEL); SDXL users are painted on the SDXL model (--template-model)"
         )
