@@ -161,11 +161,14 @@ def test_restart_marks_running_jobs_interrupted_and_training_resumable(tmp_path:
         sup.stop()
     assert not sup.pids
 
+    waiting = _submit(store, "generate", user="carol")  # queued before the resume …
     resumed = store.resume(with_ckpt)
     assert resumed.state == QUEUED and resumed.params["resume"] is True
+    assert store.claim_next(13).id == with_ckpt, "… yet the resumed training, which ran before, goes first"
+    assert store.claim_next(14).id == waiting
     with pytest.raises(JobStateError, match="only trainings"):
         store.resume(gen)
-    with pytest.raises(JobStateError, match="queued"):
+    with pytest.raises(JobStateError, match="running"):
         store.resume(with_ckpt)
 
 

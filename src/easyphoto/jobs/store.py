@@ -286,13 +286,14 @@ class JobStore:
                 )
 
     def claim_next(self, worker_pid: int, kinds: Sequence[str] = KINDS) -> Job | None:
-        """Take the oldest queued job (atomically) and mark it running for ``worker_pid``."""
+        """Take the next queued job (atomically) and mark it running for ``worker_pid``: a job that ran
+        before (a resumed training) first, as the fleet serves it, then the oldest."""
         now = time.time()
         marks = ",".join("?" for _ in kinds)
         with self._tx(immediate=True) as db:
             row = db.execute(
                 f"SELECT id FROM jobs WHERE state = ? AND kind IN ({marks})"
-                " ORDER BY queued_at, created LIMIT 1",
+                " ORDER BY attempts > 0 DESC, queued_at, created LIMIT 1",
                 (QUEUED, *kinds),
             ).fetchone()
             if row is None:
