@@ -29,10 +29,10 @@ from .sources import (
     _explain_missing,
     _is_url,
     _looks_like_path,
+    cache_setup,
     controlnet_config_dir,
     make_scheduler,
     pick_device_dtype,
-    quiet_libraries,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,12 +78,7 @@ class ModelCache:
     def __init__(
         self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
     ) -> None:
-        quiet_libraries()
-        self.config = config if config is not None else ModelConfig()
-        self.device, self.dtype = pick_device_dtype(
-            device if device is not None else self.config.device,
-            dtype if dtype is not None else self.config.dtype,
-        )
+        self.config, self.device, self.dtype = cache_setup(config, device, dtype)
         if self.config.scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler {self.config.scheduler!r} is unknown; choose one of {SCHEDULERS}")
         #: How many times each component was read from disk ("unet", "vae", "controlnet:canny", "lora", …).

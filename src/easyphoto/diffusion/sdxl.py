@@ -32,9 +32,8 @@ from .sources import (
     _explain_missing,
     _is_url,
     _looks_like_path,
+    cache_setup,
     make_scheduler,
-    pick_device_dtype,
-    quiet_libraries,
 )
 
 log = logging.getLogger(__name__)
@@ -67,12 +66,7 @@ class SDXLCache:
     def __init__(
         self, config: ModelConfig | None = None, *, device: str | None = None, dtype: str | None = None
     ) -> None:
-        quiet_libraries()
-        self.config = config if config is not None else ModelConfig()
-        self.device, self.dtype = pick_device_dtype(
-            device if device is not None else self.config.device,
-            dtype if dtype is not None else self.config.dtype,
-        )
+        self.config, self.device, self.dtype = cache_setup(config, device, dtype)
         #: How many times each component was read from disk ("sdxl:unet", "sdxl:controlnet:openpose", …).
         self.load_count: Counter[str] = Counter()
         self._base: dict[str, Any] | None = None

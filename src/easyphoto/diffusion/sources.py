@@ -105,6 +105,20 @@ _DTYPES = {
 }
 
 
+def cache_setup(config: Any, device: str | None, dtype: str | None) -> tuple[Any, torch.device, torch.dtype]:
+    """What a model cache (SD1.5 or SDXL) starts from: the libraries quietened, its
+    :class:`~easyphoto.config.ModelConfig` (the default one when ``None``), and its device and dtype —
+    the arguments when given, else the config's (:func:`pick_device_dtype`)."""
+    from ..config import ModelConfig
+
+    quiet_libraries()
+    cfg = config if config is not None else ModelConfig()
+    dev, dt = pick_device_dtype(
+        device if device is not None else cfg.device, dtype if dtype is not None else cfg.dtype
+    )
+    return cfg, dev, dt
+
+
 def pick_device_dtype(
     device: str | None = None, dtype: str | None = None
 ) -> tuple[torch.device, torch.dtype]:
