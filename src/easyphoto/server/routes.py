@@ -288,7 +288,7 @@ def _text2photo_routes(router: APIRouter, service: JobService) -> None:
                 photos=people,
                 ip_image=ip,
                 background_image=behind,
-            )  # fmt: skip
+            )
         )
         return JobAccepted(job_id=job.id, kind=job.kind, state=job.state, url=f"/v1/jobs/{job.id}")
 
