@@ -181,7 +181,50 @@ def test_text_to_photo_paints_an_sdxl_user_with_the_templates_model(
     template = portrait.intermediates["template"]
     assert np.abs(portrait.array.astype(int) - template).max() > 0, "the face was not painted"
     # the scene LoRA of a template and the user's LoRA take turns on the same modules
-    assert xl.lora_path is not None and xl._active == {"easyphoto_user": XL.lora_weight}
+    assert xl.lora_path is not None and list(xl._active.values()) == [XL.lora_weight]
+    assert next(iter(xl._active)).startswith("easyphoto_user"), "the user's adapter, not the scene's"
+
+
+def test_sdxl_users_loras_are_cached_and_switch_exactly(tmp_path: Path) -> None:
+    """The last ``sdxl_lora_cache_size`` SDXL users' LoRAs stay loaded: switching back reads no file and
+    gives the same model as before; the least recently used goes first; a rewritten file is read again;
+    ``None`` gives the exact base model back."""
+    import os
+
+    import torch
+
+    from easyphoto.diffusion.sdxl import SDXLCache
+    from easyphoto.diffusion.tiny_sdxl import tiny_sdxl_components
+
+    files = {n: _sdxl_lora(tmp_path / f"{n}.safetensors", seed=i) for i, n in enumerate("abc")}
+    config = ModelConfig(template_model="<in memory>", sdxl_lora_cache_size=2)
+    xl = SDXLCache.from_components(tiny_sdxl_components(seed=0), config=config)
+    te = xl.components()["text_encoder"]
+    ids = torch.arange(8)[None]
+
+    def out() -> torch.Tensor:
+        with torch.no_grad():
+            return te(ids).last_hidden_state.clone()
+
+    base = out()
+    xl.set_lora(files["a"], 1.0)
+    with_a = out()
+    xl.set_lora(files["b"], 1.0)
+    with_b = out()
+    xl.set_lora(files["a"], 1.0)
+    assert xl.load_count["sdxl:lora"] == 2 and torch.equal(out(), with_a), "a was cached"
+    assert not torch.allclose(with_a, with_b) and not torch.allclose(with_a, base)
+    xl.set_lora(files["c"], 1.0)  # b is the least recently used: it goes
+    xl.set_lora(files["a"], 1.0)
+    assert xl.load_count["sdxl:lora"] == 3
+    xl.set_lora(files["b"], 1.0)
+    assert xl.load_count["sdxl:lora"] == 4 and torch.equal(out(), with_b)
+    assert len(te.peft_config) == 2, f"adapters loaded: {sorted(te.peft_config)}"
+    os.utime(files["b"], (1, 1))  # b rewritten (a new mtime): read again, the stale adapter dropped
+    xl.set_lora(files["b"], 1.0)
+    assert xl.load_count["sdxl:lora"] == 5 and len(te.peft_config) == 2
+    xl.set_lora(None)
+    assert torch.equal(out(), base) and xl.lora_path is None
 
 
 def test_sdxl_cache_reset_cleans_what_a_failed_job_left(gen, astronaut: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,11 @@ class SDXLCache:
         self._controlnets: dict[str, Any] = {}
         self._host: Any = None
         self._scene: tuple[str, float] | None = None  # (path, mtime) of the loaded scene LoRA
-        self._user: tuple[str, float] | None = None  # (path, mtime) of the loaded user LoRA
+        #: Loaded user LoRAs, least recently used first: (path, mtime) → adapter name
+        #: (``config.sdxl_lora_cache_size`` of them).
+        self._users: OrderedDict[tuple[str, float], str] = OrderedDict()
+        self._user: tuple[str, float] | None = None  # (path, mtime) of the current user's LoRA
+        self._serial = 0
         #: The adapters switched on and their weights (the scene LoRA for templates, the user's for
         #: portraits: never both).
         self._active: dict[str, float] = {}
@@ -302,47 +306,70 @@ class SDXLCache:
         """Style the template with a scene LoRA (SDXL, kohya or diffusers file) at ``weight``; ``None``
         removes it. Refused before loading when the file is an SD1.5 LoRA. The user LoRA is switched off
         (kept loaded) while a scene is on."""
-        on = self._place(SCENE_ADAPTER, path, ("scene LoRA", "the template model (SDXL)", "scene_lora"))
+        on = self._place_scene(path)
         self.lora_weight = None
         self._activate({SCENE_ADAPTER: float(weight)} if on else {})
 
     def set_lora(self, path: str | Path | None, weight: float = 0.9) -> None:
         """Apply an SDXL user's LoRA (kohya or diffusers file) at ``weight`` (EasyPhoto's 0.9) to the
-        portrait pipelines; ``None`` removes it. An SD1.5 LoRA is refused before loading. One user's LoRA
-        is kept loaded at a time (SDXL adapters are ~4× SD1.5's): a new weight, or the same user again,
-        costs no file read; the scene LoRA is switched off while the user's is on."""
-        on = self._place(USER_ADAPTER, path, ("LoRA", "the SDXL model", "lora"))
-        self.lora_weight = float(weight) if on else None
-        self._activate({USER_ADAPTER: float(weight)} if on else {})
-
-    def _place(self, name: str, path: str | Path | None, labels: tuple[str, str, str]) -> bool:
-        """Have adapter ``name`` hold the LoRA file ``path`` (read only when the file or its mtime
-        changed; ``None`` deletes it); ``labels``: (what it is, what it is for, load-count key). An SD1.5
-        file is refused before anything is read. Returns whether the adapter is in place."""
-        slot = "_scene" if name == SCENE_ADAPTER else "_user"
+        portrait pipelines; ``None`` switches the users' LoRAs off. An SD1.5 LoRA is refused before
+        loading. The last ``config.sdxl_lora_cache_size`` users' LoRAs stay loaded, each its own adapter
+        (see :class:`~easyphoto.config.ModelConfig`): a new weight, or a user seen recently, costs no
+        file read; a rewritten file is read again. The scene LoRA is off while a user's is on."""
         if path is None:
-            if getattr(self, slot) is not None:
-                self._delete(name)
-                setattr(self, slot, None)
-            return False
-        what, target, count = labels
+            self._user, self.lora_weight = None, None
+            self._activate({})
+            return
+        p = self._checked(path, "LoRA", "the SDXL model", " (train the user first)")
+        key = (str(p.resolve()), p.stat().st_mtime)
+        if key in self._users:
+            self._users.move_to_end(key)
+        else:
+            for old in [k for k in self._users if k[0] == key[0]]:  # the file was rewritten
+                self._delete(self._users.pop(old))
+            self._serial += 1
+            name = f"{USER_ADAPTER}_{self._serial}"
+            self._load_adapter(p, name, "lora")
+            self._users[key] = name
+            while len(self._users) > max(1, int(self.config.sdxl_lora_cache_size)):
+                self._delete(self._users.pop(next(iter(self._users))))
+        self._user, self.lora_weight = key, float(weight)
+        self._activate({self._users[key]: float(weight)})
+
+    def _checked(self, path: str | Path, what: str, target: str, hint: str = "") -> Path:
+        """``path`` as a LoRA file of this family: :class:`ModelNotFoundError` when missing, an SD1.5
+        file refused before anything is read."""
         p = Path(path).expanduser()
         if not p.is_file():
-            raise ModelNotFoundError(f"{what} file {str(p)!r} does not exist" + (
-                " (train the user first)" if name == USER_ADAPTER else ""))  # fmt: skip
+            raise ModelNotFoundError(f"{what} file {str(p)!r} does not exist{hint}")
         check_family("sdxl", lora_family(p), f"{what} {p.name!r}", target)
+        return p
+
+    def _place_scene(self, path: str | Path | None) -> bool:
+        """Have the scene adapter hold the LoRA file ``path`` (read only when the file or its mtime
+        changed; ``None`` deletes it). Returns whether a scene LoRA is in place."""
+        if path is None:
+            if self._scene is not None:
+                self._delete(SCENE_ADAPTER)
+                self._scene = None
+            return False
+        p = self._checked(path, "scene LoRA", "the template model (SDXL)")
         key = (str(p.resolve()), p.stat().st_mtime)
-        if getattr(self, slot) != key:
-            if getattr(self, slot) is not None:
-                self._delete(name)
-                setattr(self, slot, None)
-            self._load_adapter(p, name, count)
-            setattr(self, slot, key)
+        if self._scene != key:
+            if self._scene is not None:
+                self._delete(SCENE_ADAPTER)
+                self._scene = None
+            self._load_adapter(p, SCENE_ADAPTER, "scene_lora")
+            self._scene = key
         return True
+
+    def _loaded(self) -> set[str]:
+        """Names of the adapters this cache manages that are loaded now."""
+        return set(self._users.values()) | ({SCENE_ADAPTER} if self._scene else set())
 
     @property
     def lora_path(self) -> str | None:
-        """Path of the user LoRA loaded (switched on or at weight 0), or ``None``."""
+        """Path of the current user's LoRA (switched on or at weight 0), or ``None``."""
         return self._user[0] if self._user else None
 
     def set_fast(self, enabled: bool) -> None:
@@ -373,8 +400,7 @@ class SDXLCache:
     def _activate(self, weights: dict[str, float]) -> None:
         """Switch on exactly the adapters ``weights`` (none: the exact base model)."""
         self._active = dict(weights)
-        loaded = {n for n, key in ((SCENE_ADAPTER, self._scene), (USER_ADAPTER, self._user)) if key}
-        if not loaded or self._base is None:
+        if not self._loaded() or self._base is None:
             return
         host = self._lora_host()
         if self._active:
@@ -429,7 +455,7 @@ class SDXLCache:
             return []
         from .lora import clean_for_inference
 
-        ours = {n for n, key in ((SCENE_ADAPTER, self._scene), (USER_ADAPTER, self._user)) if key}
+        ours = self._loaded()
         parts = {p: self._base[p] for p in ("unet", "text_encoder", "text_encoder_2")}
         cleaned = clean_for_inference(parts, ours, "sdxl ")
         if ours:
@@ -454,6 +480,7 @@ class SDXLCache:
         """Drop every loaded component (the next use reads them again) and free device memory."""
         self._host = None
         self._scene = self._user = None
+        self._users.clear()
         self._active = {}
         self.lora_weight = None
         self._controlnets.clear()
