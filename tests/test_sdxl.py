@@ -592,23 +592,30 @@ def test_webui_text2photo_tab_queues_a_job(t2p_home: Path) -> None:
         "seed": "",
     }
     values["scene_lora"] = ""
-    out = tab.start_text2photo(request, ["alice"], None, " a person ", "half_body", None, *values.values())
+    out = tab.start_text2photo(
+        request, ["alice"], None, " a person ", "half_body", None, None, *values.values()
+    )
     job = service.store.get(out[0])
     assert job.params["text2photo"]["prompt"] == "a person" and job.params["pose_name"] == "half_body"
     assert job.params["text2photo"]["width"] == 128 and job.params["text2photo"]["seed"] is None
     assert tab.use_preset("beach").startswith("a photo of a person on a sunny beach")
     queued = len(service.store.list(kind="generate"))
     with pytest.warns(UserWarning, match="Say what the picture should show"):
-        skipped = tab.start_text2photo(request, ["alice"], None, "  ", None, None, *values.values())
+        skipped = tab.start_text2photo(request, ["alice"], None, "  ", None, None, None, *values.values())
     assert len(skipped) == 6 and len(service.store.list(kind="generate")) == queued  # nothing queued
     with pytest.warns(UserWarning, match="give photos of the person"):
-        tab.start_text2photo(request, [], None, "a person", None, None, *values.values())
-    # no trained user: photos of the person (no training, no template)
-    me = t2p_home.parent / "me.png"
+        tab.start_text2photo(request, [], None, "a person", None, None, None, *values.values())
+    # no trained user: photos of the person (no training, no template), a picture behind them
+    me, sky = t2p_home.parent / "me.png", t2p_home.parent / "sky.png"
     me.write_bytes(cv2_png(np.full((64, 64, 3), 120, np.uint8)))
-    photo = service.store.get(tab.start_text2photo(request, [], [str(me)], "a person", None, None,
+    sky.write_bytes(cv2_png(np.full((64, 64, 3), 200, np.uint8)))
+    photo = service.store.get(tab.start_text2photo(request, [], [str(me)], "a person", None, None, str(sky),
                                                    *values.values())[0])  # fmt: skip
     assert photo.params["user_ids"] == ["photo"] and photo.params["photos"][0]["name"] == "me"
+    assert (
+        photo.params["background_image"]["name"] == "sky"
+        and photo.params["generate"]["background"] == "replace"
+    )
     for queued_job in (job, photo):
         service.store.request_cancel(queued_job.id)
 

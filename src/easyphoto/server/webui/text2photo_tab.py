@@ -78,7 +78,7 @@ class Text2PhotoTab(GenerateTab):
 
     def start_text2photo(
         self, request: gr.Request, users: list[str] | None, person: list[str] | None, prompt: str,
-        pose_name: str | None, pose_file: str | None, *values: Any,
+        pose_name: str | None, pose_file: str | None, backdrop: str | None, *values: Any,
     ):  # fmt: skip
         code = self.code(request)
         if not users and not person:
@@ -89,9 +89,10 @@ class Text2PhotoTab(GenerateTab):
             settings = form_values(Text2PhotoConfig, T2P_FIELDS, values) | {"prompt": prompt.strip()}
             pose = Upload(Path(pose_file).name, Path(pose_file).read_bytes()) if pose_file else None
             photos = [Upload(Path(f).name, Path(f).read_bytes()) for f in person or []]
+            behind = Upload(Path(backdrop).name, Path(backdrop).read_bytes()) if backdrop else None
             job = self.service.submit_text2photo(
                 list(users or []), settings, {}, pose=pose, pose_name=None if pose else (pose_name or None),
-                photos=photos,
+                photos=photos, background_image=behind,
             )  # fmt: skip
         except EasyPhotoError as exc:
             return self.refuse(exc, code, 6)
@@ -139,6 +140,10 @@ class Text2PhotoTab(GenerateTab):
                     height=90,
                     elem_id="t2p-pose-file",
                 )
+                backdrop = gr.File(
+                    label=L("gen.background_image"), file_types=["image"], type="filepath",
+                    elem_id="t2p-background", height=90,
+                )  # fmt: skip
                 with gr.Row():
                     start = gr.Button(L("t2p.start"), variant="primary", elem_id="t2p-start")
                     cancel = gr.Button(L("gen.cancel"), elem_id="t2p-cancel")
@@ -153,7 +158,7 @@ class Text2PhotoTab(GenerateTab):
         outputs = [job, timer, progress, status, results, downloads]
         start.click(
             self.start_text2photo,
-            [users, person, prompt, pose, pose_file, *inputs],
+            [users, person, prompt, pose, pose_file, backdrop, *inputs],
             outputs,
             api_visibility=API,
         )
