@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark scripts: model folder options, building it, peak memory."""
+"""Shared pieces of the benchmark scripts: model folder options, building it, peak memory, a clock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -14,6 +15,21 @@ def peak_rss_gb() -> float:
     """Peak resident memory of this process in GB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024**3 if sys.platform == "darwin" else peak / 1024**2
+
+
+def synced_clock(device: object) -> Callable[[], float]:
+    """``time.perf_counter`` that first waits for ``device``'s queued CUDA work (a plain clock elsewhere),
+    so a timed step includes its GPU time."""
+    import torch
+
+    dev = torch.device(device)  # type: ignore[arg-type]
+
+    def now() -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    return now
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -47,7 +47,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import add_model_args, ensure_model, peak_rss_gb
+from common import add_model_args, ensure_model, peak_rss_gb, synced_clock
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,11 +100,7 @@ def run(args: argparse.Namespace, model_dir: Path, label: str) -> dict[str, obje
     row["load_s"] = time.perf_counter() - start
     dev, dtype = cache.device, cache.dtype
     cuda = dev.type == "cuda"
-
-    def now() -> float:
-        if cuda:
-            torch.cuda.synchronize(dev)
-        return time.perf_counter()
+    now = synced_clock(dev)
 
     data = synthetic_data(2, args.resolution)
     cfg = TrainConfig(

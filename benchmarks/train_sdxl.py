@@ -40,7 +40,7 @@ import statistics
 import tempfile
 import time
 
-from common import peak_rss_gb
+from common import peak_rss_gb, synced_clock
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,11 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     )
     dev = cache.device
     cuda = dev.type == "cuda"
-
-    def now() -> float:
-        if cuda:
-            torch.cuda.synchronize(dev)
-        return time.perf_counter()
+    now = synced_clock(dev)
 
     data = synthetic_data(2, args.resolution)
     cfg = TrainConfig(
